@@ -1,0 +1,98 @@
+"""The offline plan as a user runs it: the CLI, the JSON contract, and bad configs exiting 2 without a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.plan import run_plan
+
+ROOT = Path(__file__).resolve().parent.parent
+STACKS = sorted(
+    p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (ROOT / "stacks").glob("*.yaml")
+)
+
+
+def plan_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "components.plan", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_committed_stacks_are_the_three_examples() -> None:
+    assert set(STACKS) >= {"dev", "prod", "vertex"}
+
+
+def test_prod_json_follows_the_contract() -> None:
+    result = plan_cli("prod", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert {"stack", "platform", "capacity", "cost", "resources", "outputs"} <= set(plan)
+    assert plan["stack"] == "prod" and plan["platform"] == "gce"
+    assert {"hourlyUsd", "monthlyUsd"} <= set(plan["cost"])
+    for resource in plan["resources"]:
+        assert set(resource) == {"urn", "type", "name", "parent", "inputs"}
+        assert resource["urn"].startswith("urn:pulumi:prod::vllm-gcp::")
+
+
+def test_human_output_has_capacity_cost_and_resources() -> None:
+    result = plan_cli("dev")
+    assert result.returncode == 0, result.stderr
+    for heading in ("Capacity (one replica):", "Cost: $", "Resources (", "Outputs:"):
+        assert heading in result.stdout
+
+
+def write_stack(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "Pulumi.bad.yaml"
+    path.write_text(body)
+    return str(path)
+
+
+BASE = """
+config:
+  gcp:project: p
+  gcp:region: us-central1
+  vllm-gcp:platform: gce
+  vllm-gcp:gce: {zones: [us-central1-a]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (
+            "  vllm-gcp:model: {id: google/gemma-4-31B-it, dtype: bfloat16}\n"
+            "  vllm-gcp:hardware: {machineType: g2-standard-8, gpuType: nvidia-l4, gpuCount: 1}\n",
+            "needs >= 62 GB of GPU memory for weights; 1 x nvidia-l4 has 24 GB",
+        ),
+        ("  vllm-gcp:modle: {id: x/y}\n", "vllm-gcp:modle: unknown key; did you mean 'model'?"),
+        (
+            "  vllm-gcp:hardware: {machineType: g2-standard-24, gpuType: nvidia-l4, gpuCount: 2}\n"
+            "  vllm-gcp:model: {tensorParallelSize: 4}\n",
+            "vllm-gcp:model.tensorParallelSize: 4 does not divide hardware.gpuCount 2",
+        ),
+        ("  vllm-gcp:hfToken: hf_plaintext\n", "vllm-gcp:hfToken: stored in plaintext"),
+        ("  vllm-gcp:model: {extraArgs: ['--max-model-len', '9']}\n", "vllm-gcp:model.extraArgs"),
+    ],
+)
+def test_bad_config_exits_2_with_the_message_and_no_traceback(
+    tmp_path: Path, extra: str, needle: str
+) -> None:
+    result = plan_cli(write_stack(tmp_path, BASE + extra))
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_plans_run_back_to_back_in_one_process() -> None:
+    first, second = run_plan("dev"), run_plan("dev")
+    assert [r["urn"] for r in first["resources"]] == [r["urn"] for r in second["resources"]]
+    assert first["outputs"] == second["outputs"]
