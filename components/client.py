@@ -91,8 +91,10 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(outputs)"
         message = item["msg"].removeprefix("Value error, ")
-        shown = "" if key in _SECRET_FIELDS or "input" not in item or item["type"] == "value_error" else (
-            f" (got {item['input']!r})"
+        shown = (
+            ""
+            if key in _SECRET_FIELDS or "input" not in item or item["type"] == "value_error"
+            else (f" (got {item['input']!r})")
         )
         lines.append(f"  {key}: {message}{shown}")
     return "\n".join(lines)
@@ -119,7 +121,9 @@ def read_outputs_file(path: Path) -> StackOutputs:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as error:
-        raise OutputsError(f"--outputs {path}: not valid JSON ({error.msg} at line {error.lineno}).") from None
+        raise OutputsError(
+            f"--outputs {path}: not valid JSON ({error.msg} at line {error.lineno})."
+        ) from None
     return parse_outputs(raw, source=str(path))
 
 
@@ -151,7 +155,9 @@ def read_stack_outputs(stack: str, cwd: Path | None = None, runner: Runner = sub
     try:
         raw = json.loads(done.stdout)
     except json.JSONDecodeError:
-        raise OutputsError(f"--stack {stack}: `pulumi stack output --json` printed something that is not JSON") from None
+        raise OutputsError(
+            f"--stack {stack}: `pulumi stack output --json` printed something that is not JSON"
+        ) from None
     return parse_outputs(raw, source=f"stack {stack}")
 
 
@@ -163,7 +169,11 @@ def load_outputs(
     cwd: Path | None = None,
 ) -> StackOutputs:
     """Exactly one source: a stack name, an outputs JSON file, or an already-loaded mapping."""
-    given = [name for name, value in (("stack", stack), ("outputs_file", outputs_file), ("outputs", outputs)) if value]
+    given = [
+        name
+        for name, value in (("stack", stack), ("outputs_file", outputs_file), ("outputs", outputs))
+        if value
+    ]
     if len(given) != 1:
         raise OutputsError(f"give exactly one of --stack NAME or --outputs FILE (got {given or 'neither'})")
     if stack:
@@ -256,7 +266,7 @@ def _application_default_credentials() -> GoogleCredentials:
             "no Google Application Default Credentials found: run `gcloud auth application-default login`, "
             "or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file (or run on GCP)"
         ) from None
-    return credentials  # type: ignore[no-any-return]
+    return credentials
 
 
 def build_async_client(

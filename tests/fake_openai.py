@@ -92,6 +92,8 @@ class _State:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Like uvicorn: without TCP_NODELAY, Nagle + delayed ACKs hold small stream chunks back ~40 ms.
+    disable_nagle_algorithm = True
     timeout = 10  # an idle or stuck client cannot hold a thread for long
     server: _Server
 
@@ -103,7 +105,9 @@ class _Handler(BaseHTTPRequestHandler):
     def state(self) -> _State:
         return self.server.state
 
-    def _record(self, status: int, user_text: str | None = None, stream: bool = False, ttft: float | None = None):
+    def _record(
+        self, status: int, user_text: str | None = None, stream: bool = False, ttft: float | None = None
+    ):
         with self.state.lock:
             self.state.requests.append(
                 RecordedRequest(
@@ -233,7 +237,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         phrase = HTTPStatus(status).phrase.replace(" ", "")
-        self._send_json(status, {"error": {"message": message, "type": phrase, "param": None, "code": status}}, headers)
+        self._send_json(
+            status, {"error": {"message": message, "type": phrase, "param": None, "code": status}}, headers
+        )
 
     # --- chat completions -----------------------------------------------------------------------------------
     def _chat(self) -> None:
@@ -261,17 +267,27 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None or overloaded:
             status = fault or 503
             self._record(status, user_text, stream)
-            headers = {"Retry-After": str(behaviour.retry_after_s)} if status == 429 and behaviour.retry_after_s else None
+            headers = (
+                {"Retry-After": str(behaviour.retry_after_s)}
+                if status == 429 and behaviour.retry_after_s
+                else None
+            )
             self._error(status, f"injected fault {status}", headers)
             return
         try:
             self._record(200, user_text, stream, ttft)
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
-            count = behaviour.output_tokens if limit is None else max(1, min(int(limit), behaviour.output_tokens))
+            count = (
+                behaviour.output_tokens if limit is None else max(1, min(int(limit), behaviour.output_tokens))
+            )
             finish = "length" if limit is not None and count == int(limit) else "stop"
             tokens = reply_tokens(user_text, count)
             prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": count, "total_tokens": prompt_tokens + count}
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": count,
+                "total_tokens": prompt_tokens + count,
+            }
             if stream:
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 self._stream(tokens, ttft, finish, usage if include_usage else None)
@@ -343,7 +359,9 @@ class FakeOpenAIServer:
     def __enter__(self) -> FakeOpenAIServer:
         for listener in ("public", "internal"):
             server = _Server(self._state, listener)
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+            thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
             thread.start()
             self._servers.append(server)
             self._threads.append(thread)
@@ -357,8 +375,8 @@ class FakeOpenAIServer:
             thread.join(timeout=5)
 
     def _url(self, index: int) -> str:
-        host, port = self._servers[index].server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._servers[index].server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     @property
     def public_url(self) -> str:
