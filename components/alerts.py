@@ -160,10 +160,9 @@ def kv_cache_usage(scope: QueryScope) -> str:
     return scope.vllm("vllm:kv_cache_usage_perc")
 
 
-def latency_quantile(scope: QueryScope, quantile: float, histogram: str) -> str:
+def latency_quantile(scope: QueryScope, quantile: float, bucket_series: str) -> str:
     """A quantile over all replicas: per-bucket rates summed by `le`, then interpolated (never averaged)."""
-    buckets = scope.vllm(f"{histogram}_bucket")
-    return f"histogram_quantile({number(quantile)}, sum by (le) ({_rate(buckets)}))"
+    return f"histogram_quantile({number(quantile)}, sum by (le) ({_rate(scope.vllm(bucket_series))}))"
 
 
 def vllm_error_ratio(scope: QueryScope) -> str:
@@ -252,7 +251,7 @@ def platform_error_source(scope: QueryScope) -> str | None:
 def build_alert_rules(scope: QueryScope, thresholds: AlertThresholds | None = None) -> list[AlertRule]:
     t = thresholds or AlertThresholds()
     model = f"`{scope.served_model_name}`"
-    p99 = latency_quantile(scope, 0.99, "vllm:e2e_request_latency_seconds")
+    p99 = latency_quantile(scope, 0.99, "vllm:e2e_request_latency_seconds_bucket")
     platform_source = platform_error_source(scope)
     also = f", or {platform_source}" if platform_source else ""
     queue, queue_for = number(t.queue_depth), duration(t.queue_depth_for_seconds)
@@ -310,9 +309,9 @@ def build_alert_rules(scope: QueryScope, thresholds: AlertThresholds | None = No
             expr=f"{p99} > {p99_limit}",
             summary=f"p99 end-to-end request latency above {p99_limit} s for {p99_for}.",
             runbook=(
-                "**What it means.** The 99th percentile of `vllm:e2e_request_latency_seconds` over all "
-                f"replicas of {model} (from the histogram buckets, {RATE_WINDOW} window) stayed above "
-                f"{p99_limit} s for {p99_for}."
+                "**What it means.** The 99th percentile of end-to-end request latency over all replicas "
+                f"of {model} (from the `vllm:e2e_request_latency_seconds_bucket` histogram, {RATE_WINDOW} "
+                f"window) stayed above {p99_limit} s for {p99_for}."
                 "\n\n**What to do.**\n"
                 "1. Scale out: raise `scaling.minReplicas` and `scaling.maxReplicas`.\n"
                 "2. Compare the queue-depth and TTFT panels: requests that wait before they start mean too "
@@ -375,7 +374,7 @@ def build_panels(scope: QueryScope, thresholds: AlertThresholds | None = None) -
         error_queries.append(
             PanelQuery(platform, "load balancer 5xx" if scope.target == "gce" else "Vertex errors")
         )
-    ttft = "vllm:time_to_first_token_seconds"
+    ttft = "vllm:time_to_first_token_seconds_bucket"
     return [
         Panel(
             "Queue depth (waiting requests per replica)",
@@ -392,8 +391,8 @@ def build_panels(scope: QueryScope, thresholds: AlertThresholds | None = None) -
         Panel(
             "End-to-end latency p50 / p99",
             (
-                PanelQuery(latency_quantile(scope, 0.5, "vllm:e2e_request_latency_seconds"), "p50"),
-                PanelQuery(latency_quantile(scope, 0.99, "vllm:e2e_request_latency_seconds"), "p99"),
+                PanelQuery(latency_quantile(scope, 0.5, "vllm:e2e_request_latency_seconds_bucket"), "p50"),
+                PanelQuery(latency_quantile(scope, 0.99, "vllm:e2e_request_latency_seconds_bucket"), "p99"),
             ),
             "seconds",
             t.p99_latency_seconds,

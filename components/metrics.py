@@ -123,10 +123,11 @@ def _from_gmp_type(name: str, kind: str) -> str:
 def vllm_metric_names_in(text: str, *, bare_vertex_names: bool = True) -> set[str]:
     """Every vLLM metric the text refers to, as the exposition series name (`vllm:...`).
 
-    GMP metric types are checked against their kind: `prometheus.googleapis.com/vllm:x/gauge` names `vllm:x`
-    only if `vllm:x` is a gauge; otherwise `vllm:x/gauge` is returned, which no list contains. Bare Vertex
-    names (`vertex_vllm_x`) count when `bare_vertex_names` is true (rendered PromQL); in source code only the
-    `prometheus.googleapis.com/vertex_vllm_x` form counts, so an identifier like `vertex_vllm_args` does not.
+    GMP metric types are checked against their kind: `prometheus.googleapis.com/NAME/gauge` stands for NAME
+    only if NAME is a gauge; otherwise `NAME/gauge` is returned, which no list contains. Bare Vertex names
+    (`vertex_vllm_...`) count when `bare_vertex_names` is true (rendered PromQL); in source code only the
+    `prometheus.googleapis.com/vertex_vllm_...` form counts, so an identifier such as `vertex_vllm_args` does
+    not.
     """
     found: set[str] = set()
     for match in _GMP_TYPED.finditer(text):
