@@ -200,10 +200,12 @@ def _shape_of(hint: Any) -> Shape:
         if origin in (dict, abc.Mapping, typing.Mapping):
             args = typing.get_args(member)
             return MapOf(_shape_of(args[1]) if len(args) == 2 else ANY)
-    literals = [v for m in members if typing.get_origin(m) is typing.Literal for v in typing.get_args(m)]
+    literals = [m for m in members if typing.get_origin(m) is typing.Literal]
     enums = [m for m in members if isinstance(m, type) and issubclass(m, enum.Enum)]
     if literals and len(literals) + len(enums) == len(members):
-        return Scalar(is_str=True, enum=tuple(str(v) for v in literals))
+        values = [str(v) for m in literals for v in typing.get_args(m)]
+        values += [str(member.value) for e in enums for member in e]
+        return Scalar(is_str=True, enum=tuple(dict.fromkeys(values)))
     if enums:
         # An SDK enum annotation is Union[str, SomeEnum] in practice: the enum's values are the allowed strings.
         return Scalar(is_str=True, enum=tuple(dict.fromkeys(str(m.value) for e in enums for m in e)))
@@ -372,9 +374,11 @@ def sdk_args_class(type_token: str) -> type | None:
         module = importlib.import_module(python_module)  # a no-op when the program already built this type
     except ImportError:
         return None
-    resource_cls = getattr(module, class_name, None) or getattr(
-        module, class_name[:1].upper() + class_name[1:], None
+    # One pulumi_gcp token spells its class in lower case (`...:entitlement`), which is also its submodule's name.
+    candidates = (
+        getattr(module, name, None) for name in (class_name, class_name[:1].upper() + class_name[1:])
     )
+    resource_cls = next((c for c in candidates if isinstance(c, type)), None)
     if resource_cls is None:
         raise LookupError(f"{type_token}: no class {class_name} in {python_module}")
     args_cls = getattr(sys.modules[resource_cls.__module__], resource_cls.__name__ + "Args", None)
@@ -469,7 +473,12 @@ NAME_RULES: dict[tuple[str, str], NameRule] = {
         r"[1-9][0-9]*", 1, 10, "numeric, no leading zero, <= 10 digits"
     ),
 }
+# Resource labels: the top-level label maps, and the nested ones that label a GCP resource (a template's disks).
+# Other nested `labels` maps are not resource labels (an uptime check's monitoredResource.labels holds a host name).
 LABEL_KEYS = frozenset({"labels", "userLabels", "resourceLabels"})
+NESTED_LABEL_OWNERS = frozenset(
+    {"InstanceTemplateDiskArgs", "RegionInstanceTemplateDiskArgs", "InstanceBootDiskInitializeParamsArgs"}
+)
 
 
 def _suggest_name(value: str, rule: NameRule) -> str | None:
@@ -527,8 +536,8 @@ class _Walk:
                 message = f"unknown key {key!r}: not an input of {schema.title}"
                 self.add(key_path, "unknown-key", key, message, suggestion, alias)
                 continue
-            if item is not None:
-                present.add(prop.pulumi_name)
+            # A null the mocks recorded is an output they did not fill in (unknown at preview), not an omission.
+            present.add(prop.pulumi_name)
             self.value(prop, prop.shape, item, key_path)
         # An SDK enforces top-level required inputs itself, nested ones not; a dynamic resource enforces none.
         dynamic = self.type_token.startswith("pulumi-python:dynamic")
@@ -551,7 +560,12 @@ class _Walk:
             for index, item in enumerate(value):
                 self.value(prop, shape.item, item, f"{path}[{index}]")
         elif isinstance(shape, MapOf) and isinstance(value, dict):
-            if self.gcp and prop.pulumi_name in LABEL_KEYS:
+            top_level = "." not in path and "[" not in path
+            if (
+                self.gcp
+                and prop.pulumi_name in LABEL_KEYS
+                and (top_level or prop.owner.__name__ in NESTED_LABEL_OWNERS)
+            ):
                 self.labels(value, path)
             for key, item in value.items():
                 self.value(prop, shape.value, item, f"{path}[{key!r}]")
