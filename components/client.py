@@ -91,11 +91,10 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(outputs)"
         message = item["msg"].removeprefix("Value error, ")
-        shown = (
-            ""
-            if key in _SECRET_FIELDS or "input" not in item or item["type"] == "value_error"
-            else (f" (got {item['input']!r})")
-        )
+        value = item.get("input")
+        # Echo only a scalar of a non-secret key: a "missing" error's input is the whole mapping, apiKey included.
+        echo = key not in _SECRET_FIELDS and item["type"] != "value_error" and isinstance(value, str | int | float)
+        shown = f" (got {value!r})" if echo else ""
         lines.append(f"  {key}: {message}{shown}")
     return "\n".join(lines)
 

@@ -95,6 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
     # Like uvicorn: without TCP_NODELAY, Nagle + delayed ACKs hold small stream chunks back ~40 ms.
     disable_nagle_algorithm = True
     timeout = 10  # an idle or stuck client cannot hold a thread for long
+    raw_body = b""
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
@@ -140,12 +141,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _read_json(self) -> dict[str, Any]:
+    def _read_body(self) -> bytes:
+        # Always consume the body, even for a request that is rejected, or keep-alive would parse it as the
+        # next request line.
         length = int(self.headers.get("Content-Length") or 0)
         if length > 1_000_000:
+            self.close_connection = True
+            return b""
+        return self.rfile.read(length) if length else b""
+
+    def _read_json(self) -> dict[str, Any]:
+        if len(self.raw_body) == 0 and int(self.headers.get("Content-Length") or 0) > 0:
             raise ValueError("request body too large")
-        raw = self.rfile.read(length) if length else b"{}"
-        body = json.loads(raw or b"{}")
+        body = json.loads(self.raw_body or b"{}")
         if not isinstance(body, dict):
             raise ValueError("request body must be a JSON object")
         return body
@@ -165,6 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def _dispatch(self) -> None:
+        self.raw_body = self._read_body()
         path = self.path.split("?", 1)[0]
         behaviour = self.state.behaviour
         public = self.server.listener == "public" and not behaviour.expose_internal_publicly

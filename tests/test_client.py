@@ -84,8 +84,9 @@ def test_bad_outputs_name_the_key_and_the_fix(change: dict[str, Any], expected: 
 
 def test_missing_required_output_is_named() -> None:
     raw = {key: value for key, value in GCE.items() if key != "servedModelName"}
-    with pytest.raises(OutputsError, match="servedModelName: Field required"):
+    with pytest.raises(OutputsError, match="servedModelName: Field required") as caught:
         parse_outputs(raw)
+    assert API_KEY not in str(caught.value)  # a "missing" error's input is the whole mapping
 
 
 def test_an_invalid_api_key_value_is_never_echoed() -> None:
