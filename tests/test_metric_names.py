@@ -1,7 +1,7 @@
 """Every vLLM metric a query, dashboard or autoscaling filter uses must be one the pinned vLLM exports.
 
-Scans the rendered alert rules and dashboards for every target, and the source of components/, policy/ and
-__main__.py (the GCE autoscaler's `prometheus.googleapis.com/vllm:num_requests_waiting/gauge` filter and the
+Scans the rendered alert rules and dashboards for every target, and the source of components/, policy/,
+__main__.py and the stack files (the GCE autoscaler's `prometheus.googleapis.com/vllm:num_requests_waiting/gauge` filter and the
 Vertex autoscaling metric live in other modules). The list is components/vllm_metrics.txt.
 """
 
@@ -26,10 +26,8 @@ from components.metrics import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = sorted(
-    [*ROOT.glob("components/**/*.py"), *ROOT.glob("policy/**/*.py"), *ROOT.glob("__main__.py")],
-    key=lambda p: str(p),
-)
+SOURCE_GLOBS = ("components/**/*.py", "components/**/*.sh", "policy/**/*.py", "__main__.py", "stacks/*.yaml")
+SOURCES = sorted({path for pattern in SOURCE_GLOBS for path in ROOT.glob(pattern)})
 # The seed's names, assembled so that this file's own source does not contain them.
 STALE_KV_GAUGE = "vllm:" + "gpu_cache_usage_perc"
 STALE_THROUGHPUT = "vllm:" + "avg_generation_throughput_toks_per_s"
