@@ -23,8 +23,6 @@ upload the target model, deploy it beside whatever serves now, move 100% of traf
 other model of this deployment. Re-running it after a failure at any step finishes the job instead of duplicating it.
 """
 
-from __future__ import annotations
-
 import concurrent.futures
 import hashlib
 import json
@@ -346,12 +344,19 @@ def explain_google_error(err: BaseException, action: str, props: dict[str, Any])
             "roles/aiplatform.user and roles/iam.serviceAccountUser on "
             f"{props.get('serviceAccount')}; the Vertex AI service agent needs to read the Artifact Registry image."
         )
+    if (
+        isinstance(err, gexc.GatewayTimeout | TimeoutError) or "deadline" in lower
+    ) and "Deploying" not in action:
+        return (
+            f"{action} failed: Vertex AI did not answer in time ({text}). Fix: run `pulumi up` again; it resumes and "
+            "adopts what this run created (found by its labels) instead of duplicating it."
+        )
     if isinstance(err, gexc.GatewayTimeout | TimeoutError) or "deadline" in lower:
         return (
             f"{action} failed: timed out ({text}). The container did not become healthy on {props.get('healthRoute')} "
             f"within {props.get('deploymentTimeoutSeconds')} s. Fix: read the endpoint's container logs in Cloud "
             "Logging (a failed HF token read or a model download is the usual cause); pre-stage the weights in gs:// "
-            "or raise the startup budget. The next `pulumi up` resumes from here."
+            "or raise the startup budget. The next `pulumi up` starts the deploy again."
         )
     if isinstance(err, gexc.NotFound):
         return f"{action} failed: not found ({text}). Fix: check that {props.get('endpointName')} exists in the region."

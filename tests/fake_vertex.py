@@ -313,10 +313,10 @@ class FakeVertex:
                 + ", ".join(d["endpoint"] for d in model["deployedModels"]),
             )
         if fault is not None:
-            return self._operation("DeleteOperation", None, fault)
+            return self._operation("Delete", None, fault)
         del self.models[model["name"]]
         self.events.append(("deleteModel", model["name"]))
-        return self._operation("DeleteOperation", None, None)
+        return self._operation("Delete", None, None)
 
     # ---- endpoints ---------------------------------------------------------------------------------
     def _endpoint(self, name: str) -> dict[str, Any]:
