@@ -142,7 +142,8 @@ check_nvidia_driver() {
 mount_model_cache() {
   local waited=0 fs_type
   until [[ -e "${DEVICE}" ]]; do
-    ((waited < 60)) || die "model cache disk ${DEVICE} not found: attach a disk with device name '${MODEL_CACHE_DEVICE_NAME}'"
+    ((waited < DISK_WAIT_SECONDS)) \
+      || die "model cache disk ${DEVICE} not found after ${DISK_WAIT_SECONDS}s: attach a disk with device name '${MODEL_CACHE_DEVICE_NAME}'"
     log "waiting for ${DEVICE}"
     sleep 2
     waited=$((waited + 2))

@@ -55,6 +55,7 @@ CONTAINER_NAME = "vllm"
 # The GCE component attaches the cache disk with this device_name: /dev/disk/by-id/google-<name> on the VM.
 MODEL_CACHE_DEVICE_NAME = "model-cache"
 DEFAULT_DRIVER_WAIT_SECONDS = 300
+DEFAULT_DISK_WAIT_SECONDS = 60
 OPS_AGENT_SCRAPE_INTERVAL_SECONDS = 30
 
 TEMPLATE_NAME = "startup-script.sh"
@@ -134,6 +135,7 @@ class StartupScriptParams:
         ``local-nvme-ssd-0``); it is formatted only when blank and mounted at /mnt/disks/<name>.
     gpu_count: GPUs the VM must show in nvidia-smi before vLLM starts.
     driver_wait_seconds: how long to wait for nvidia-smi at boot (a driver may still be loading).
+    disk_wait_seconds: how long to wait for the cache disk's /dev/disk/by-id link to appear.
     """
 
     image: str
@@ -146,6 +148,7 @@ class StartupScriptParams:
     keep_alive_seconds: int = DEFAULT_KEEP_ALIVE_SECONDS
     min_driver_major: int = MIN_DRIVER_MAJOR
     driver_wait_seconds: int = DEFAULT_DRIVER_WAIT_SECONDS
+    disk_wait_seconds: int = DEFAULT_DISK_WAIT_SECONDS
     container_name: str = CONTAINER_NAME
     boot_image: str = BOOT_IMAGE
     ops_agent_config: str = field(default="")
@@ -215,13 +218,15 @@ class StartupScriptParams:
             raise _bad(
                 "vllm_args", list(args), "Pass the model explicitly with --model (render_vllm_args does)."
             )
-        for arg in args:
-            if arg.split("=", 1)[0] in _SECRET_FLAGS or _SECRET_LOOKALIKE_RE.search(arg):
+        for index, arg in enumerate(args):
+            flag = arg.split("=", 1)[0]
+            if flag in _SECRET_FLAGS or _SECRET_LOOKALIKE_RE.search(arg):
+                what = repr(flag) if flag in _SECRET_FLAGS else f"argument #{index} looks like a token and"
                 raise _bad(
                     "vllm_args",
                     "<redacted>",
-                    f"{arg.split('=', 1)[0]!r}: secrets must not be vLLM arguments (argv is visible to every "
-                    "process on the VM); the script reads them from Secret Manager "
+                    f"{what}: secrets must not be vLLM arguments (argv is visible to every process on the "
+                    "VM); the script reads them from Secret Manager "
                     "(api_key_secret_version, hf_token_secret_version).",
                 )
             if "\0" in arg:
@@ -249,8 +254,9 @@ class StartupScriptParams:
                 self.min_driver_major,
                 f"The vLLM image is a CUDA 13 build: use {MIN_DRIVER_MAJOR} or more.",
             )
-        if not 0 <= self.driver_wait_seconds <= 3600:
-            raise _bad("driver_wait_seconds", self.driver_wait_seconds, "Use 0-3600 seconds.")
+        for name in ("driver_wait_seconds", "disk_wait_seconds"):
+            if not 0 <= getattr(self, name) <= 3600:
+                raise _bad(name, getattr(self, name), "Use 0-3600 seconds.")
 
 
 def _rendered_params_block(params: StartupScriptParams) -> str:
@@ -265,6 +271,7 @@ def _rendered_params_block(params: StartupScriptParams) -> str:
         "KEEP_ALIVE_SECONDS": params.keep_alive_seconds,
         "MIN_DRIVER_MAJOR": params.min_driver_major,
         "DRIVER_WAIT_SECONDS": params.driver_wait_seconds,
+        "DISK_WAIT_SECONDS": params.disk_wait_seconds,
         "CONTAINER_NAME": params.container_name,
         "EXPECTED_BOOT_IMAGE": params.boot_image,
         # The script compares this with the file on disk via $(cat), which drops trailing newlines.
