@@ -944,10 +944,11 @@ def test_grpc_pack_blocks_a_public_gpu_template_and_an_over_budget_stack(
     ), messages
 
 
-def test_prod_config_file_makes_every_policy_mandatory() -> None:
-    config = json.loads((ROOT / "policy" / "config" / "prod.json").read_text())
-    assert config["all"] == "mandatory"
-    for name, value in config.items():
-        if name != "all":
-            assert name in {r.name for r in v.ALL_RULES}, f"{name} is not a policy of the pack"
+@pytest.mark.parametrize("name", ["prod.json", "nonprod.json"])
+def test_policy_config_files_name_real_policies_and_settings(name: str) -> None:
+    config = json.loads((ROOT / "policy" / "config" / name).read_text())
+    assert ("all" in config) is (name == "prod.json") and config.get("all", "mandatory") == "mandatory"
+    for policy_name, value in config.items():
+        if policy_name != "all":
+            assert policy_name in {r.name for r in v.ALL_RULES}, f"{policy_name} is not a policy of the pack"
             v.GuardrailConfig.from_policy_config(value)  # every setting is one the validators know
