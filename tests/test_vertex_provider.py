@@ -32,7 +32,7 @@ from components.vertex_provider import (
     input_errors,
     spec_hash,
 )
-from tests.fake_vertex import Fault, FakeVertex, iter_strings
+from tests.fake_vertex import FakeVertex, Fault, iter_strings
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # google-api-core nags about Python 3.11
 
@@ -238,7 +238,7 @@ def test_label_only_update_patches_the_model_metadata(fake: FakeVertex) -> None:
     old = provider.create(inputs(fake)).outs
     news = inputs(fake, labels={"vllm-gcp-stack": "test", "environment": "staging"})
     provider.update("id", old, news)
-    [(name, detail)] = [e for e in fake.events if e[0] == "updateModel"]
+    [(_, detail)] = [e for e in fake.events if e[0] == "updateModel"]
     assert detail[0] == old["modelName"]
     assert fake.models[old["modelName"]]["labels"]["environment"] == "staging"
     assert fake.models[old["modelName"]]["labels"][LABEL_DEPLOYMENT] == "test-vllm"  # identity label kept
