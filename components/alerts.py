@@ -29,6 +29,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -44,6 +45,7 @@ Severity = Literal["warning", "critical"]
 RATE_WINDOW = "5m"
 RULE_GROUP = "vllm-gcp"
 EVALUATION_INTERVAL_SECONDS = 30  # Cloud Monitoring's default and smallest PromQL evaluation interval
+_CHANNEL = re.compile(r"^projects/[^/]+/notificationChannels/[^/]+$")
 _ONE_DAY = 86_400
 
 
@@ -428,6 +430,23 @@ def build_panels(scope: QueryScope, thresholds: AlertThresholds | None = None) -
             "replicas",
         ),
     ]
+
+
+def notification_channel_names(channels: Sequence[str], project: str) -> list[str]:
+    """Full channel resource names: `projects/P/notificationChannels/ID` kept, a bare numeric ID expanded."""
+    names = []
+    for index, channel in enumerate(channels):
+        if _CHANNEL.match(channel):
+            names.append(channel)
+        elif channel.isdigit():
+            names.append(f"projects/{project}/notificationChannels/{channel}")
+        else:
+            raise ValueError(
+                f"monitoring.notificationChannels[{index}]: {channel!r} is not a notification channel; use its "
+                f"resource name projects/{project}/notificationChannels/CHANNEL_ID or the numeric CHANNEL_ID "
+                "(`gcloud beta monitoring channels list --format='value(name)'`)"
+            )
+    return names
 
 
 # --- renderers ----------------------------------------------------------------------------------------

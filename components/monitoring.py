@@ -22,33 +22,16 @@ from .alerts import (
     QueryScope,
     build_alert_rules,
     build_panels,
+    notification_channel_names,
     render_cloud_monitoring_condition,
     render_cloud_monitoring_dashboard,
 )
 
 PLATFORMS = ("gce", "vertex")
 _PromQLCondition = gcp.monitoring.AlertPolicyConditionConditionPrometheusQueryLanguageArgs
-_CHANNEL = re.compile(r"^projects/[^/]+/notificationChannels/[^/]+$")
 # Stands in for a name that is only known at deploy time; titles and runbooks depend on whether it is set,
 # never on its value.
 _DEPLOY_TIME = "deploy-time"
-
-
-def notification_channel_names(channels: Sequence[str], project: str) -> list[str]:
-    """Full channel resource names: `projects/P/notificationChannels/ID` kept, a bare numeric ID expanded."""
-    names = []
-    for index, channel in enumerate(channels):
-        if _CHANNEL.match(channel):
-            names.append(channel)
-        elif channel.isdigit():
-            names.append(f"projects/{project}/notificationChannels/{channel}")
-        else:
-            raise ValueError(
-                f"monitoring.notificationChannels[{index}]: {channel!r} is not a notification channel; use its "
-                f"resource name projects/{project}/notificationChannels/CHANNEL_ID or the numeric CHANNEL_ID "
-                "(`gcloud beta monitoring channels list --format='value(name)'`)"
-            )
-    return names
 
 
 def _item(index: int) -> Callable[[list[str]], str]:

@@ -9,10 +9,10 @@ import pulumi
 import pulumi_gcp as gcp
 import pytest
 
-from components.alerts import AlertThresholds
+from components.alerts import AlertThresholds, notification_channel_names
 from components.metrics import unknown_vllm_metrics, vllm_metric_names_in
 from components.mocks import RecordedResource, RecordingMocks, resolve, run_program
-from components.monitoring import VllmMonitoring, notification_channel_names
+from components.monitoring import VllmMonitoring
 
 PROJECT = "test-project"
 MODEL = "gemma-4-26b"
