@@ -875,23 +875,38 @@ class Report:
         return "\n".join(v.message for v in self.violations) or "all guardrails pass"
 
 
-def evaluate_resource(resource: Resource, config: GuardrailConfig | None = None) -> list[Violation]:
-    config = config or GuardrailConfig()
+ConfigByRule = Mapping[str, GuardrailConfig]
+
+
+def _config_for(rule: Rule, config: GuardrailConfig | None, per_rule: ConfigByRule | None) -> GuardrailConfig:
+    """A rule's own config (as the pack's per-policy config), else the shared one, else the defaults."""
+    if per_rule and rule.name in per_rule:
+        return per_rule[rule.name]
+    return config or GuardrailConfig()
+
+
+def evaluate_resource(
+    resource: Resource, config: GuardrailConfig | None = None, per_rule: ConfigByRule | None = None
+) -> list[Violation]:
     return [
         Violation(entry.rule, detail, resource.urn, resource.name)
         for entry in RESOURCE_RULES
-        for detail in entry.check(resource.type, resource.inputs, config)
+        for detail in entry.check(resource.type, resource.inputs, _config_for(entry.rule, config, per_rule))
     ]
 
 
-def evaluate_stack(resources: Sequence[Resource], config: GuardrailConfig | None = None) -> Report:
-    """Run every resource rule on every resource and every stack rule on the whole set."""
-    config = config or GuardrailConfig()
+def evaluate_stack(
+    resources: Sequence[Resource], config: GuardrailConfig | None = None, per_rule: ConfigByRule | None = None
+) -> Report:
+    """Run every resource rule on every resource and every stack rule on the whole set.
+
+    `config` applies to every rule; `per_rule` (by policy name) overrides it, as the pack's config file does.
+    """
     report = Report()
     for resource in resources:
-        report.violations.extend(evaluate_resource(resource, config))
+        report.violations.extend(evaluate_resource(resource, config, per_rule))
     for entry in STACK_RULES:
-        for culprit, detail in entry.check(resources, config):
+        for culprit, detail in entry.check(resources, _config_for(entry.rule, config, per_rule)):
             report.violations.append(
                 Violation(entry.rule, detail, culprit.urn if culprit else "", culprit.name if culprit else "")
             )

@@ -29,6 +29,7 @@ from pulumi_policy.policy import (
 )
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
+from policy import offline
 from policy import validators as v
 from policy.__main__ import PACK_NAME, build_policies, plain
 from tests.golden import committed_stacks, plan_for
@@ -694,10 +695,70 @@ def planned(stack: str) -> list[v.Resource]:
 
 @pytest.mark.parametrize("stack", committed_stacks())
 def test_committed_stack_complies(stack: str) -> None:
-    resources = planned(stack)
-    assert resources, f"the plan of stack {stack} has no resources"
-    report = v.evaluate_stack(resources, v.GuardrailConfig(environment=stack_environment(stack)))
-    assert report.ok, f"stack {stack} breaks guardrails:\n{report.render()}"
+    """Every rule, advisory ones included, with the config CI uses for the stack (prod.json for prod)."""
+    plan = plan_for(stack)
+    assert plan["resources"], f"the plan of stack {stack} has no resources"
+    result = offline.check_stack(stack, plan=plan)
+    assert result.config_file.name == ("prod.json" if stack_environment(stack) == "prod" else "nonprod.json")
+    assert result.report.ok, f"stack {stack} breaks guardrails:\n{result.render()}"
+
+
+def test_committed_stacks_comply_with_the_default_settings_too() -> None:
+    for stack in committed_stacks():
+        report = v.evaluate_stack(planned(stack), v.GuardrailConfig(environment=stack_environment(stack)))
+        assert report.ok, f"stack {stack} breaks guardrails:\n{report.render()}"
+
+
+def test_offline_check_blocks_a_prod_stack_over_the_gpu_budget(tmp_path: Path) -> None:
+    """End to end: a stack file -> the offline plan -> the guardrails, exit 1 on a mandatory rule."""
+    document = yaml.safe_load((ROOT / "stacks" / "Pulumi.prod.yaml").read_text())
+    document["config"]["vllm-gcp:scaling"]["maxReplicas"] = 20  # 20 x 1 A100 > the prod budget of 16
+    stack_file = tmp_path / "Pulumi.greedy.yaml"
+    stack_file.write_text(yaml.safe_dump(document))
+    result = subprocess.run(
+        [sys.executable, "-m", "policy.offline", str(stack_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "[mandatory] [VLLM_GCP_007]" in result.stdout
+        and "20 GPUs at max scale exceed the budget of 16" in (result.stdout)
+    )
+    assert v.GPU_BUDGET.remediation in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("pack_config", "expected"),
+    [
+        ({}, {"gpu-vm-no-external-ip": "mandatory", "gpu-budget": "advisory"}),
+        ({"all": "mandatory"}, {"gpu-vm-no-external-ip": "mandatory", "gpu-budget": "mandatory"}),
+        (
+            {"all": "mandatory", "gpu-budget": {"enforcementLevel": "advisory", "maxTotalGpus": 4}},
+            {"gpu-vm-no-external-ip": "mandatory", "gpu-budget": "advisory"},
+        ),
+        (
+            {"gpu-vm-no-external-ip": "disabled"},
+            {"gpu-vm-no-external-ip": "disabled", "gpu-budget": "advisory"},
+        ),
+    ],
+)
+def test_offline_enforcement_levels_follow_the_pack_config(
+    pack_config: dict[str, Any], expected: dict[str, str]
+) -> None:
+    levels = offline.enforcement_levels(pack_config)
+    assert {name: levels[name] for name in expected} == expected
+
+
+def test_offline_config_errors_name_the_bad_entry() -> None:
+    with pytest.raises(ValueError, match=r"gpu-budget: enforcementLevel 'blocking' is not one of"):
+        offline.enforcement_levels({"gpu-budget": {"enforcementLevel": "blocking"}})
+    with pytest.raises(ValueError, match=r"unknown policies \['gpu-budgets'\]"):
+        offline.rule_configs({"gpu-budgets": {}}, "dev")
+    configs = offline.rule_configs({"gpu-budget": {"maxTotalGpus": 4}}, "prod")
+    assert configs["gpu-budget"].max_total_gpus == 4 and configs["prod-https"].environment == "prod"
 
 
 def _first(resources: list[v.Resource], types: frozenset[str] | set[str], stack: str) -> v.Resource:

@@ -118,6 +118,7 @@ def test_checks_run_lint_types_tests_and_post_every_offline_plan() -> None:
     runs = "\n".join(str(s.get("run", "")) for s in job["steps"])
     assert "make test" in runs  # ruff, mypy and pytest, as the Makefile defines them
     assert 'python -m components.plan "${stack}"' in runs and "GITHUB_STEP_SUMMARY" in runs
+    assert 'python -m policy.offline "${stack}"' in runs  # the guardrails, also for fork PRs
     assert "for file in stacks/Pulumi.*.yaml" in runs
 
 
