@@ -1,8 +1,9 @@
 """Every vLLM metric a query, dashboard or autoscaling filter uses must be one the pinned vLLM exports.
 
 Scans the rendered alert rules and dashboards for every target, and the source of components/, policy/,
-__main__.py and the stack files (the GCE autoscaler's `prometheus.googleapis.com/vllm:num_requests_waiting/gauge` filter and the
-Vertex autoscaling metric live in other modules). The list is components/vllm_metrics.txt.
+__main__.py and the stack files: the GCE autoscaler's filter
+(`prometheus.googleapis.com/vllm:num_requests_waiting/gauge`) and the Vertex autoscaling metric live in other
+modules. The list is components/vllm_metrics.txt.
 """
 
 from __future__ import annotations
