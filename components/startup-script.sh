@@ -168,7 +168,7 @@ mount_model_cache() {
 
 wait_for_docker() {
   local tries=0
-  systemctl is-active --quiet docker || systemctl start docker
+  systemctl is-active --quiet docker || systemctl start docker || die "cannot start docker (systemctl status docker)"
   until docker info >/dev/null 2>&1; do
     ((tries < 60)) || die "the Docker daemon did not become ready in 120s (systemctl status docker)"
     sleep 2
