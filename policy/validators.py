@@ -722,13 +722,19 @@ def _autoscaler_for(
 
 
 def _vertex_replicas(inputs: Mapping[str, Any]) -> tuple[int | None, int | None, int | None]:
-    """(minReplicaCount, maxReplicaCount, acceleratorCount) found anywhere in a Vertex-style input tree."""
+    """(min replicas, max replicas, accelerators per replica) found anywhere in a Vertex-style input tree.
+
+    Vertex's API says minReplicaCount/maxReplicaCount (camel or snake case); our dynamic provider's inputs say
+    minReplicas/maxReplicas next to acceleratorCount.
+    """
     found: dict[str, int | None] = {}
     aliases = {
         "minReplicaCount": "min",
         "min_replica_count": "min",
+        "minReplicas": "min",
         "maxReplicaCount": "max",
         "max_replica_count": "max",
+        "maxReplicas": "max",
         "acceleratorCount": "gpus",
         "accelerator_count": "gpus",
     }
@@ -748,10 +754,11 @@ def _vertex_replicas(inputs: Mapping[str, Any]) -> tuple[int | None, int | None,
 
 
 def _is_vertex_deployment(resource: Resource) -> bool:
-    return (
-        resource.type not in VM_TYPES | MIG_TYPES | AUTOSCALER_TYPES
-        and _vertex_replicas(resource.inputs)[1] is not None
-    )
+    """A model deployment with replicas and accelerators: a Vertex resource or our dynamic provider's."""
+    if resource.type in VM_TYPES | MIG_TYPES | AUTOSCALER_TYPES:
+        return False
+    _, high, gpus = _vertex_replicas(resource.inputs)
+    return high is not None and (gpus is not None or "vertex" in resource.type.lower())
 
 
 def check_prod_replicas(
@@ -783,7 +790,7 @@ def check_prod_replicas(
     for deployment in filter(_is_vertex_deployment, resources):
         low = _vertex_replicas(deployment.inputs)[0]
         if low is None or low < minimum:
-            problems.append((deployment, f"minReplicaCount is {low}; prod needs >= {minimum}."))
+            problems.append((deployment, f"min replicas is {low}; prod needs >= {minimum}."))
     return problems
 
 
@@ -830,9 +837,7 @@ def gpus_at_max_scale(resources: Sequence[Resource]) -> list[tuple[Resource, int
     for deployment in filter(_is_vertex_deployment, resources):
         _, high, per_replica = _vertex_replicas(deployment.inputs)
         if high and per_replica:
-            consumers.append(
-                (deployment, high * per_replica, f"{per_replica} GPU(s) x maxReplicaCount {high}")
-            )
+            consumers.append((deployment, high * per_replica, f"{per_replica} GPU(s) x max replicas {high}"))
     return consumers
 
 

@@ -562,12 +562,14 @@ VERTEX = "pulumi-python:dynamic:Resource"
 
 
 def vertex_stack(min_replicas: int, max_replicas: int, gpus: int) -> list[v.Resource]:
+    """Our dynamic provider's deployment inputs (components/vertex_provider.py), as the mocks record them."""
     deployment = {
-        "machine_type": "a2-ultragpu-1g",
-        "accelerator_type": "NVIDIA_A100_80GB",
-        "accelerator_count": gpus,
-        "min_replica_count": min_replicas,
-        "max_replica_count": max_replicas,
+        "machineType": "a2-ultragpu-1g",
+        "acceleratorType": "NVIDIA_A100_80GB",
+        "acceleratorCount": gpus,
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas,
+        "__provider": "[dynamic provider]",
     }
     return [
         v.Resource(
@@ -575,6 +577,18 @@ def vertex_stack(min_replicas: int, max_replicas: int, gpus: int) -> list[v.Reso
         ),
         v.Resource(VERTEX, "vllm-vertex-deployment", deployment, "urn:vd"),
     ]
+
+
+def vertex_api_shaped(min_replicas: int, max_replicas: int, gpus: int) -> list[v.Resource]:
+    """The same deployment in the Vertex API's own nesting and snake_case names."""
+    deployment = {
+        "dedicated_resources": {
+            "machine_spec": {"machine_type": "g2-standard-12", "accelerator_count": gpus},
+            "min_replica_count": min_replicas,
+            "max_replica_count": max_replicas,
+        }
+    }
+    return [v.Resource("gcp:vertex/aiEndpointWithModelGardenDeployment:X", "d", deployment, "urn:d")]
 
 
 PROD = v.GuardrailConfig(environment="prod")
@@ -623,8 +637,9 @@ STACK_CASES: list[tuple[v.Rule, Callable[[], tuple[list[v.Resource], v.Guardrail
         True,
         "fixed-size MIG of 3",
     ),
-    (v.PROD_REPLICAS, lambda: (vertex_stack(1, 2, 1), PROD), False, "vertex min_replica_count 1"),
-    (v.PROD_REPLICAS, lambda: (vertex_stack(2, 2, 1), PROD), True, "vertex min_replica_count 2"),
+    (v.PROD_REPLICAS, lambda: (vertex_stack(1, 2, 1), PROD), False, "vertex minReplicas 1"),
+    (v.PROD_REPLICAS, lambda: (vertex_stack(2, 2, 1), PROD), True, "vertex minReplicas 2"),
+    (v.PROD_REPLICAS, lambda: (vertex_api_shaped(1, 2, 1), PROD), False, "Vertex API min_replica_count 1"),
     # VLLM_GCP_007: GPU budget
     (
         v.GPU_BUDGET,
@@ -649,6 +664,12 @@ STACK_CASES: list[tuple[v.Rule, Callable[[], tuple[list[v.Resource], v.Guardrail
         lambda: (vertex_stack(1, 4, 2), v.GuardrailConfig(max_total_gpus=8)),
         True,
         "vertex 2 GPUs x 4 replicas",
+    ),
+    (
+        v.GPU_BUDGET,
+        lambda: (vertex_api_shaped(1, 5, 2), v.GuardrailConfig(max_total_gpus=8)),
+        False,
+        "Vertex API 2 GPUs x 5 replicas",
     ),
 ]
 
