@@ -122,8 +122,10 @@ class QueryScope:
 
     @property
     def replica_label(self) -> str:
-        # AutoMetrics labels each series with its replica (pod); Prometheus and GMP label it `instance`.
-        return "replica_id" if self.target == "vertex" else "instance"
+        """The label that tells replicas apart. The Ops Agent scrapes localhost, so every VM's `instance` is
+        the same; it adds `instance_name` (the VM's name; GoogleCloudPlatform/ops-agent, confgenerator
+        gmpMetricsProcessors). Vertex AutoMetrics adds `replica_id`; your own Prometheus has `instance`."""
+        return {"prometheus": "instance", "gce": "instance_name", "vertex": "replica_id"}[self.target]
 
 
 def selector(metric: str, **labels: str) -> str:

@@ -248,6 +248,19 @@ def test_dashboard_has_the_four_alerts_and_the_operating_panels() -> None:
         assert needle in everything
 
 
+@pytest.mark.parametrize(
+    ("scope", "label"),
+    [(PROM, "instance"), (GCE, "instance_name"), (VERTEX, "replica_id")],
+    ids=["prom", "gce", "vertex"],
+)
+def test_per_replica_panels_split_by_the_targets_replica_label(scope: QueryScope, label: str) -> None:
+    panels = {panel.title: panel for panel in build_panels(scope)}
+    assert (
+        panels["Queue depth (waiting requests per replica)"].queries[0].expr.startswith(f"max by ({label}) (")
+    )
+    assert panels["Replicas"].queries[0].expr.startswith(f"count(count by ({label}) (")
+
+
 def test_vertex_dashboard_counts_vertex_replicas() -> None:
     replicas = next(
         t for t in _cloud_dashboard(VERTEX)["mosaicLayout"]["tiles"] if t["widget"]["title"] == "Replicas"
