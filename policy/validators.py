@@ -662,12 +662,14 @@ def check_prod_https(
         return []  # no load balancer of ours (e.g. a Vertex endpoint, which is HTTPS-only already)
     missing = []
     if not types & CERTIFICATE_TYPES:
-        missing.append("a managed SSL certificate")
+        missing.append("managed SSL certificate")
     if not types & HTTPS_PROXY_TYPES:
-        missing.append("a target HTTPS proxy")
+        missing.append("target HTTPS proxy")
     if not missing:
         return []
-    return [(None, f"a prod stack with a load balancer has no {' and no '.join(missing)}.")]
+    return [
+        (None, f"a prod stack with a load balancer has no {' and no '.join(missing)}: it serves plain HTTP.")
+    ]
 
 
 PROD_REPLICAS = Rule(

@@ -851,7 +851,7 @@ def test_removing_the_prod_certificate_fails_prod_https() -> None:
     resources = [r for r in planned("prod") if r.type not in v.CERTIFICATE_TYPES]
     report = v.evaluate_stack(resources, v.GuardrailConfig(environment="prod"))
     [violation] = report.by_rule(v.PROD_HTTPS)
-    assert "no a managed SSL certificate" not in violation.message  # grammar of the joined message
+    assert "has no managed SSL certificate: it serves plain HTTP." in violation.message
     assert "[VLLM_GCP_005]" in violation.message and v.PROD_HTTPS.remediation in violation.message
 
 
