@@ -93,7 +93,11 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
         message = item["msg"].removeprefix("Value error, ")
         value = item.get("input")
         # Echo only a scalar of a non-secret key: a "missing" error's input is the whole mapping, apiKey included.
-        echo = key not in _SECRET_FIELDS and item["type"] != "value_error" and isinstance(value, str | int | float)
+        echo = (
+            key not in _SECRET_FIELDS
+            and item["type"] != "value_error"
+            and isinstance(value, str | int | float)
+        )
         shown = f" (got {value!r})" if echo else ""
         lines.append(f"  {key}: {message}{shown}")
     return "\n".join(lines)

@@ -274,10 +274,15 @@ def test_a_torn_last_line_is_dropped_and_that_row_redone(
         assert main(batch_argv(tmp_path, server)) == 0
         lines = out.read_text().splitlines(keepends=True)
         out.write_text(lines[0] + lines[1][:25])  # q001's line was cut mid-write
+        # This run leaves q001 pending (one 500, one attempt) and writes q002: the journal is not rewritten, so
+        # q002's line must not have been glued onto the torn one.
+        server.mutate(lambda b: b.faults.extend([500]))
+        assert main(batch_argv(tmp_path, server, "--concurrency", "1", "--max-attempts", "1")) == 1
+        assert [r["id"] for r in read_lines(out)] == ["q000", "q002"]
         assert main(batch_argv(tmp_path, server)) == 0
-        resent = [r.user_text for r in server.chat_requests()][3:]
+        resent = [(r.user_text, r.status) for r in server.chat_requests()][3:]
     assert "dropping an incomplete last line" in capsys.readouterr().err
-    assert resent == ["prompt q001", "prompt q002"]
+    assert resent == [("prompt q001", 500), ("prompt q002", 200), ("prompt q001", 200)]
     assert_complete_and_ordered(out, ids)
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,10 @@ def test_parse_vertex_outputs_needs_no_key_and_ignores_extra_keys() -> None:
         ({"apiKey": None}, "apiKey: missing for platform gce"),
         ({"apiKey": "[secret]"}, "apiKey: is the redacted placeholder"),
         ({"platform": "gke"}, "platform: Input should be 'gce' or 'vertex' (got 'gke')"),
-        ({"openaiBaseUrl": "https://llm.example.com"}, "openaiBaseUrl: 'https://llm.example.com' is not an OpenAI"),
+        (
+            {"openaiBaseUrl": "https://llm.example.com"},
+            "openaiBaseUrl: 'https://llm.example.com' is not an OpenAI",
+        ),
         ({"openaiBaseUrl": "llm.example.com/v1"}, "must start with http:// or https://"),
         ({"servedModelName": ""}, "servedModelName: String should have at least 1 character"),
     ],
@@ -133,7 +137,9 @@ def _fake_pulumi(directory: Path, script: str) -> Path:
     return path
 
 
-def test_stack_outputs_come_from_pulumi_with_show_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_stack_outputs_come_from_pulumi_with_show_secrets(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     record = tmp_path / "argv.json"
     _fake_pulumi(
         tmp_path,
@@ -152,7 +158,9 @@ def test_stack_outputs_come_from_pulumi_with_show_secrets(monkeypatch: pytest.Mo
 
 
 def test_failing_pulumi_reports_its_stderr(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    _fake_pulumi(tmp_path, "import sys\nsys.stderr.write(\"error: no stack named 'prod' found\\n\")\nsys.exit(255)\n")
+    _fake_pulumi(
+        tmp_path, "import sys\nsys.stderr.write(\"error: no stack named 'prod' found\\n\")\nsys.exit(255)\n"
+    )
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     with pytest.raises(OutputsError, match=r"exited 255: error: no stack named 'prod' found"):
         read_stack_outputs("prod")
@@ -232,8 +240,13 @@ def test_vertex_token_is_refreshed_before_expiry() -> None:
 
 
 def test_concurrent_requests_share_one_refresh() -> None:
+    class SlowCredentials(FakeCredentials):
+        def refresh(self, request: Any) -> None:
+            time.sleep(0.05)  # a real token exchange takes a while: every caller arrives during it
+            super().refresh(request)
+
     clock = FakeClock()
-    credentials = FakeCredentials(clock)
+    credentials = SlowCredentials(clock)
     source = GoogleTokenSource(credentials, clock=clock, request_factory=lambda: "fake-request")
 
     async def many() -> set[str]:
