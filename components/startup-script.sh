@@ -117,7 +117,7 @@ check_nvidia_driver() {
       if ! command -v nvidia-smi >/dev/null 2>&1; then
         die "NVIDIA driver missing: nvidia-smi not found after ${DRIVER_WAIT_SECONDS}s. vLLM needs driver >= ${MIN_DRIVER_MAJOR}; use boot image ${EXPECTED_BOOT_IMAGE} (it ships the driver) and attach ${GPU_COUNT} GPU(s)."
       fi
-      die "NVIDIA driver not working: nvidia-smi reports no GPU after ${DRIVER_WAIT_SECONDS}s. Check that the instance has ${GPU_COUNT} GPU(s) attached and that the driver loaded (dmesg | grep -i nvidia)."
+      die "NVIDIA driver not working: nvidia-smi reports no GPU after ${DRIVER_WAIT_SECONDS}s. Check that the instance has ${GPU_COUNT} GPU(s) attached and that the driver loaded (dmesg | grep -i nvidia); with Secure Boot on, an unsigned nvidia module is refused (mokutil --sb-state)."
     fi
     log "waiting for the NVIDIA driver (nvidia-smi not ready yet)"
     sleep 5
