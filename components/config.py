@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from .alerts import AlertThresholds, notification_channel_names
 from .catalog import GPUS, MACHINE_TYPES, MODEL_ALIASES, MODELS
 
 NAMESPACE = "vllm-gcp"
@@ -206,6 +207,7 @@ class VertexConfig(_Model):
 
 class MonitoringConfig(_Model):
     notification_channels: list[str] = Field(default_factory=list)
+    alerts: AlertThresholds = Field(default_factory=AlertThresholds)
 
 
 class StackConfig(_Model):
@@ -257,6 +259,10 @@ class StackConfig(_Model):
                     "gce.domain: not set in prod; prod serves HTTPS only, which needs a domain for the managed "
                     "certificate. Set gce.domain (e.g. llm.example.com)"
                 )
+        try:
+            notification_channel_names(self.monitoring.notification_channels, self.project)
+        except ValueError as error:
+            problems.append(str(error))
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -290,7 +296,7 @@ def _known_keys() -> list[str]:
     return [to_camel(name) for model in models for name in model.model_fields] + list(SECRET_KEYS)
 
 
-_KEYED = re.compile(r"^([a-z][A-Za-z0-9.]*): (.*)$", re.S)
+_KEYED = re.compile(r"^([a-z][A-Za-z0-9.\[\]]*): (.*)$", re.S)
 
 
 def _format(error: ValidationError) -> list[str]:

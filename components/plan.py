@@ -144,11 +144,38 @@ def render_text(plan: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _print_monitoring(stack_name: str, rules: bool) -> int:
+    """The stack's alerts or dashboard for a self-run Prometheus / Grafana; needs no mocks."""
+    from .alerts import render_grafana_dashboard, render_prometheus_rules
+
+    try:
+        _, path = resolve_stack(stack_name)
+        pulumi.runtime.set_all_config(*stack_config(path))
+        stack = load_config().stack
+    except ConfigError as error:
+        print(f"error: invalid {NAMESPACE} config for stack {stack_name}:\n{error}", file=sys.stderr)
+        return 2
+    served = stack.model.served_name or ""
+    if rules:
+        sys.stdout.write(render_prometheus_rules(served, stack.monitoring.alerts))
+    else:
+        print(json.dumps(render_grafana_dashboard(served, stack.monitoring.alerts), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m components.plan", description=__doc__.splitlines()[0])
     parser.add_argument("stack", help="stack name (stacks/Pulumi.NAME.yaml) or a path to a stack YAML file")
     parser.add_argument("--json", action="store_true", help="print the plan contract as one JSON object")
+    parser.add_argument(
+        "--prometheus-rules", action="store_true", help="print the stack's alerts as a Prometheus rule file"
+    )
+    parser.add_argument(
+        "--grafana-dashboard", action="store_true", help="print the stack's Grafana dashboard JSON"
+    )
     args = parser.parse_args(argv)
+    if args.prometheus_rules or args.grafana_dashboard:
+        return _print_monitoring(args.stack, rules=args.prometheus_rules)
     try:
         plan = run_plan(args.stack)
     except (ConfigError, pulumi.RunError) as error:

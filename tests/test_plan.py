@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.plan import run_plan
 
@@ -96,3 +98,24 @@ def test_plans_run_back_to_back_in_one_process() -> None:
     first, second = run_plan("dev"), run_plan("dev")
     assert [r["urn"] for r in first["resources"]] == [r["urn"] for r in second["resources"]]
     assert first["outputs"] == second["outputs"]
+
+
+def test_prometheus_rules_of_a_stack_are_valid(tmp_path: Path) -> None:
+    result = plan_cli("prod", "--prometheus-rules")
+    assert result.returncode == 0, result.stderr
+    rules = yaml.safe_load(result.stdout)
+    alerts = [rule["alert"] for group in rules["groups"] for rule in group["rules"]]
+    assert len(alerts) == 4
+    assert 'model_name="gemma-4-26b"' in result.stdout  # the prod stack's served name, not a default
+    promtool = shutil.which("promtool")
+    if promtool:  # the promtool tests proper live in tests/test_promtool.py
+        path = tmp_path / "rules.yml"
+        path.write_text(result.stdout)
+        check = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_grafana_dashboard_of_a_stack_is_json() -> None:
+    result = plan_cli("dev", "--grafana-dashboard")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["panels"]
