@@ -375,6 +375,16 @@ def load_config() -> LoadedConfig:
                 f"{NAMESPACE}:{key}: stored in plaintext; store it as a secret: "
                 f"`pulumi config set --secret {NAMESPACE}:{key} ...` (and rotate the exposed value)"
             )
+    api_keys = every.get(f"{NAMESPACE}:apiKeys")
+    if api_keys is not None:
+        keys = _stack_file_value(api_keys)
+        # vLLM reads one key from VLLM_API_KEY; several would have to go on its command line, visible in `ps`.
+        if not (isinstance(keys, list) and len(keys) == 1 and all(isinstance(k, str) and k for k in keys)):
+            count = len(keys) if isinstance(keys, list) else "not a list"
+            problems.append(
+                f"{NAMESPACE}:apiKeys: expected a list with exactly one key ({count}); set it with "
+                f"`pulumi config set --secret --path '{NAMESPACE}:apiKeys[0]' <key>`, or remove it to have one generated"
+            )
     if problems:
         raise ConfigError(problems)
     stack = parse_config(raw)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.config import ConfigError
 from components.plan import run_plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,3 +120,18 @@ def test_grafana_dashboard_of_a_stack_is_json() -> None:
     result = plan_cli("dev", "--grafana-dashboard")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["panels"]
+
+
+def test_api_keys_must_be_exactly_one_secret(tmp_path: Path) -> None:
+    body = BASE + "  vllm-gcp:apiKeys:\n    secure: v1:x\n"
+    ok = run_plan(write_stack(tmp_path, body), secret_values={"vllm-gcp:apiKeys": ["sk-one"]})
+    assert ok["stack"] == "bad"
+    result = run_plan_error(write_stack(tmp_path, body), {"vllm-gcp:apiKeys": ["sk-one", "sk-two"]})
+    assert "vllm-gcp:apiKeys: expected a list with exactly one key (2)" in result
+    assert "sk-one" not in result and "sk-two" not in result
+
+
+def run_plan_error(stack: str, secrets: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        run_plan(stack, secret_values=secrets)
+    return str(info.value)
