@@ -20,7 +20,6 @@ the SDK's POST {base}/chat/completions reaches vLLM's /v1/chat/completions: DESI
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 import pulumi
@@ -30,16 +29,15 @@ from .capacity import plan_capacity
 from .catalog import GPUS
 from .config import ConfigError, StackConfig
 from .cost import estimate_cost
+from .naming import check_component_name, label_value, short_id, standard_labels
+from .secrets import ManagedSecret
 from .vertex_provider import VertexModelDeployment, VertexModelDeploymentProvider
 from .vllm_args import PORT, render_vllm_args
 
-SECRET_ACCESSOR_ROLE = "roles/secretmanager.secretAccessor"
 # vLLM's multi-GPU workers talk through /dev/shm (the gce path runs the container with --ipc=host). Multi-GPU machine
 # types have >= 96 GB of RAM, so 16 GB fits; a single GPU needs little.
 SHARED_MEMORY_MB_MULTI_GPU = 16384
 SHARED_MEMORY_MB_SINGLE_GPU = 2048
-# "<name>-vertex" must be a valid service account id (6-30 characters).
-_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,21}[a-z0-9])?$")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -47,19 +45,18 @@ _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,21}[a-z0-9])?$")
 # ---------------------------------------------------------------------------------------------------------------------
 def check_endpoint_config(name: str, config: StackConfig) -> None:
     """Reject what cannot work on Vertex, before anything is created."""
-    problems = []
-    if not _NAME_RE.match(name):
-        problems.append(
-            f"VertexVllmEndpoint name {name!r}: use 1-23 lower-case letters, digits or '-', starting with a letter "
-            "(the service account and secret ids are derived from it)"
-        )
+    try:
+        check_component_name(name, "VertexVllmEndpoint")
+    except ValueError as err:
+        raise ConfigError([str(err)]) from None
     if not config.vertex.dedicated_endpoint:
-        problems.append(
-            "vllm-gcp:vertex.dedicatedEndpoint: false is not supported: the OpenAI routes are served through Vertex's "
-            "invoke route, which Google allows only on dedicated endpoints. Set vertex.dedicatedEndpoint: true"
+        raise ConfigError(
+            [
+                "vllm-gcp:vertex.dedicatedEndpoint: false is not supported: the OpenAI routes are served through "
+                "Vertex's invoke route, which Google allows only on dedicated endpoints. Set vertex.dedicatedEndpoint: "
+                "true"
+            ]
         )
-    if problems:
-        raise ConfigError(problems)
 
 
 def endpoint_numeric_id(project: str, region: str, stack: str, name: str) -> str:
@@ -71,23 +68,14 @@ def endpoint_numeric_id(project: str, region: str, stack: str, name: str) -> str
     return str(1_000_000_000 + digest % 9_000_000_000)
 
 
-def label_value(value: str) -> str:
-    return re.sub(r"[^a-z0-9_-]", "-", value.lower())[:63].strip("-") or "x"
-
-
 def deployment_key(stack: str, name: str) -> str:
     """The `vllm-gcp-deployment` label value that ties Vertex Models to this component in this stack."""
     return label_value(f"{stack}-{name}")
 
 
 def endpoint_labels(config: StackConfig, stack: str, name: str) -> dict[str, str]:
-    return {
-        "app": "vllm-gcp",
-        "vllm-gcp-stack": label_value(stack),
-        "vllm-gcp-component": label_value(name),
-        "environment": config.environment,
-        "served-model": label_value(config.model.served_name or ""),
-    }
+    labels = standard_labels(name, config.environment, config.model.served_name or "")
+    return labels | {"vllm-gcp-stack": label_value(stack)}
 
 
 def shared_memory_mb(config: StackConfig) -> int:
@@ -173,7 +161,7 @@ class VertexVllmEndpoint(pulumi.ComponentResource):
         # image with its own service agent, not with this account.
         self.service_account = gcp.serviceaccount.Account(
             f"{name}-sa",
-            account_id=f"{name}-vertex",
+            account_id=short_id(name, max_len=30, suffix="-vertex", min_len=6),
             display_name=f"vLLM on Vertex AI ({name})",
             description="Runs the vLLM serving container of a Vertex AI deployment; reads only its HF token secret.",
             project=config.project,
@@ -194,35 +182,20 @@ class VertexVllmEndpoint(pulumi.ComponentResource):
 
         secret_version: pulumi.Output[str] | None = None
         depends: list[pulumi.Resource] = [self.endpoint]
-        self.hf_token_secret: gcp.secretmanager.Secret | None = None
+        self.hf_token: ManagedSecret | None = None
         if hf_token is not None:
-            self.hf_token_secret = gcp.secretmanager.Secret(
+            # Readable by the serving account only; the deployment gets the version *name*, never the value.
+            self.hf_token = ManagedSecret(
                 f"{name}-hf-token",
                 secret_id=f"{name}-hf-token",
+                value=hf_token,
+                accessors=[self.service_account.member],
                 project=config.project,
-                replication=gcp.secretmanager.SecretReplicationArgs(
-                    auto=gcp.secretmanager.SecretReplicationAutoArgs()
-                ),
                 labels=labels,
                 opts=child,
             )
-            version = gcp.secretmanager.SecretVersion(
-                f"{name}-hf-token-version",
-                secret=self.hf_token_secret.id,
-                # Secret even if the caller passed a plain string: encrypted in state, [secret] in previews.
-                secret_data=pulumi.Output.secret(hf_token),
-                opts=child,
-            )
-            grant = gcp.secretmanager.SecretIamMember(
-                f"{name}-hf-token-reader",
-                project=config.project,
-                secret_id=self.hf_token_secret.secret_id,
-                role=SECRET_ACCESSOR_ROLE,
-                member=self.service_account.member,
-                opts=child,
-            )
-            secret_version = version.name  # a reference (projects/N/secrets/S/versions/V), not the value
-            depends.append(grant)  # the container reads the secret as soon as it starts
+            secret_version = self.hf_token.version_name
+            depends.append(self.hf_token)  # the grant exists before the container starts and reads the secret
 
         self.deployment = VertexModelDeployment(
             f"{name}-deployment",

@@ -67,16 +67,20 @@ def one(mocks: RecordingMocks, type_token: str) -> RecordedResource:
 def test_children_are_parented_and_named_after_the_component(mocks: RecordingMocks) -> None:
     build(mocks, vertex_config())
     component = one(mocks, "vllm-gcp:vertex:VllmEndpoint")
-    children = [r for r in mocks.resources if r is not component]
-    assert {r.type for r in children} == {
+    secret = one(mocks, "vllm-gcp:secrets:ManagedSecret")
+    children = {r.type for r in mocks.resources if r.parent == component.urn}
+    assert children == {
         "gcp:vertex/aiEndpoint:AiEndpoint",
         "gcp:serviceaccount/account:Account",
+        "vllm-gcp:secrets:ManagedSecret",
+        DEPLOYMENT_TYPE,
+    }
+    assert {r.type for r in mocks.resources if r.parent == secret.urn} == {
         "gcp:secretmanager/secret:Secret",
         "gcp:secretmanager/secretVersion:SecretVersion",
         "gcp:secretmanager/secretIamMember:SecretIamMember",
-        DEPLOYMENT_TYPE,
     }
-    assert all(r.parent == component.urn and r.name.startswith("vllm-") for r in children)
+    assert all(r.name.startswith("vllm-") for r in mocks.resources if r is not component)
 
 
 def test_endpoint_is_dedicated_regional_and_labelled(mocks: RecordingMocks) -> None:
@@ -225,7 +229,7 @@ def test_openai_base_url_shape(dns: str, expected_host: str) -> None:
 
 @pytest.mark.parametrize(
     ("stack", "name", "expected"),
-    [("dev", "vllm", "dev-vllm"), ("Org.Prod", "vllm", "org-prod-vllm"), ("s" * 80, "vllm", "s" * 63)],
+    [("dev", "vllm", "dev-vllm"), ("Org.Prod", "vllm", "org_prod-vllm"), ("s" * 80, "vllm", "s" * 63)],
 )
 def test_deployment_key_is_a_valid_label_value(stack: str, name: str, expected: str) -> None:
     assert deployment_key(stack, name) == expected
@@ -239,10 +243,10 @@ def test_shared_memory_grows_with_gpus() -> None:
     )
 
 
-@pytest.mark.parametrize("bad", ["Vllm", "a" * 24, "1vllm", "vllm-"])
+@pytest.mark.parametrize("bad", ["Vllm", "a" * 31, "1vllm", "vllm-"])
 def test_component_names_that_would_break_derived_ids_are_rejected(mocks: RecordingMocks, bad: str) -> None:
     def program() -> None:
         VertexVllmEndpoint(bad, vertex_config(), IMAGE, None)
 
-    with pytest.raises(ConfigError, match="use 1-23 lower-case letters"):
+    with pytest.raises(ConfigError, match=f"VertexVllmEndpoint name {bad!r} is not usable"):
         run_program(program)
