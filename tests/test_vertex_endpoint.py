@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import typing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +29,7 @@ from tests.conftest import make_config
 HF_TOKEN = "hf_COMPONENTtokenABCDEFGHIJKLMNOPQRSTU"
 IMAGE = "us-central1-docker.pkg.dev/test-project/vllm/vllm-openai@sha256:" + "0" * 64
 DEPLOYMENT_TYPE = "pulumi-python:dynamic/vertex:ModelDeployment"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def vertex_config(**overrides: Any) -> StackConfig:
@@ -250,3 +254,24 @@ def test_component_names_that_would_break_derived_ids_are_rejected(mocks: Record
 
     with pytest.raises(ConfigError, match=f"VertexVllmEndpoint name {bad!r} is not usable"):
         run_program(program)
+
+
+def test_planning_gce_stacks_and_building_the_vertex_component_do_not_import_aiplatform() -> None:
+    # google.cloud.aiplatform costs ~2.5 s and ~190 MB: only the provider's methods (run at `pulumi up`) import it.
+    code = """
+import sys
+from components.plan import run_plan
+for stack in ("dev", "prod"):
+    run_plan(stack)
+from components.mocks import install_mocks, run_program
+from components.vertex_endpoint import VertexVllmEndpoint
+from tests.test_vertex_endpoint import IMAGE, vertex_config
+install_mocks(project="test-project", region="us-central1")
+run_program(lambda: VertexVllmEndpoint("vllm", vertex_config(), IMAGE, "hf_x"))
+print(sorted(m for m in sys.modules if m.startswith("google.cloud.aiplatform")))
+"""
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
