@@ -154,6 +154,11 @@ class VertexVllmEndpoint(pulumi.ComponentResource):
         super().__init__("vllm-gcp:vertex:VllmEndpoint", name, None, opts)
         check_endpoint_config(name, config)
         stack = pulumi.get_stack()
+        if config.scaling.min_replicas < 2:
+            pulumi.log.warn(
+                f"{name}: scaling.minReplicas is {config.scaling.min_replicas}; Vertex AI's SLA for custom-model "
+                "online prediction covers models deployed on 2 or more nodes (https://cloud.google.com/vertex-ai/sla)"
+            )
         labels = endpoint_labels(config, stack, name)
         child = pulumi.ResourceOptions(parent=self)
 
