@@ -59,18 +59,23 @@ def check_endpoint_config(name: str, config: StackConfig) -> None:
         )
 
 
-def endpoint_numeric_id(project: str, region: str, stack: str, name: str) -> str:
+def endpoint_numeric_id(project: str, region: str, program: str, stack: str, name: str) -> str:
     """The endpoint's id, chosen by us: numeric, no leading zero, 10 digits (the API's rule for endpoint ids).
 
-    Deterministic, so a re-run addresses the same endpoint; distinct per project, region, stack and component.
+    Deterministic, so a re-run addresses the same endpoint; distinct per GCP project, region, Pulumi program (project
+    name), stack and component.
     """
-    digest = int(hashlib.sha256(f"{project}/{region}/{stack}/{name}".encode()).hexdigest(), 16)
+    digest = int(hashlib.sha256(f"{project}/{region}/{program}/{stack}/{name}".encode()).hexdigest(), 16)
     return str(1_000_000_000 + digest % 9_000_000_000)
 
 
-def deployment_key(stack: str, name: str) -> str:
-    """The `vllm-gcp-deployment` label value that ties Vertex Models to this component in this stack."""
-    return label_value(f"{stack}-{name}")
+def deployment_key(program: str, stack: str, name: str) -> str:
+    """The `vllm-gcp-deployment` label value that ties Vertex Models to this component of this stack.
+
+    It includes the Pulumi project name: two programs that both have a stack `prod` and a component `vllm` in one GCP
+    project must not adopt (or delete) each other's Models.
+    """
+    return label_value(f"{program}-{stack}-{name}")
 
 
 def endpoint_labels(config: StackConfig, stack: str, name: str) -> dict[str, str]:
@@ -92,6 +97,7 @@ def deployment_inputs(
     config: StackConfig,
     *,
     name: str,
+    program: str,
     stack: str,
     endpoint_name: pulumi.Input[str],
     image_uri: pulumi.Input[str],
@@ -104,7 +110,7 @@ def deployment_inputs(
         "project": config.project,
         "region": config.region,
         "endpointName": endpoint_name,
-        "deploymentKey": deployment_key(stack, name),
+        "deploymentKey": deployment_key(program, stack, name),
         "displayName": f"{name}-{config.model.served_name}"[:128],
         "labels": endpoint_labels(config, stack, name),
         "imageUri": image_uri,
@@ -153,7 +159,7 @@ class VertexVllmEndpoint(pulumi.ComponentResource):
     ) -> None:
         super().__init__("vllm-gcp:vertex:VllmEndpoint", name, None, opts)
         check_endpoint_config(name, config)
-        stack = pulumi.get_stack()
+        program, stack = pulumi.get_project(), pulumi.get_stack()
         if config.scaling.min_replicas < 2:
             pulumi.log.warn(
                 f"{name}: scaling.minReplicas is {config.scaling.min_replicas}; Vertex AI's SLA for custom-model "
@@ -174,7 +180,7 @@ class VertexVllmEndpoint(pulumi.ComponentResource):
         )
         self.endpoint = gcp.vertex.AiEndpoint(
             f"{name}-endpoint",
-            name=endpoint_numeric_id(config.project, config.region, stack, name),
+            name=endpoint_numeric_id(config.project, config.region, program, stack, name),
             display_name=f"{name} ({config.model.served_name})",
             description=f"vLLM serving {config.model.id}; managed by the vllm-gcp stack {stack}",
             location=config.region,
@@ -207,6 +213,7 @@ class VertexVllmEndpoint(pulumi.ComponentResource):
             deployment_inputs(
                 config,
                 name=name,
+                program=program,
                 stack=stack,
                 endpoint_name=self.endpoint.id,
                 image_uri=image_uri,

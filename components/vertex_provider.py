@@ -487,8 +487,11 @@ class VertexModelDeploymentProvider(ResourceProvider):
         for old_id in [i for i in ours_deployed if i != target_dm.id]:
             self._log(f"undeploying the previous deployed model {old_id}")
             endpoint.undeploy(old_id)
+        # Only models deployed nowhere: one still deployed elsewhere belongs to another endpoint's deployment.
         for stale in [
-            m for m in self._our_models(aiplatform, props) if m.resource_name != model.resource_name
+            m
+            for m in self._our_models(aiplatform, props)
+            if m.resource_name != model.resource_name and not m.gca_resource.deployed_models
         ]:
             self._log(f"deleting the previous model {stale.resource_name}")
             stale.delete()
@@ -635,7 +638,9 @@ class VertexModelDeploymentProvider(ResourceProvider):
             for dm_id in sorted(ours_deployed, key=lambda i: split.get(i, 0)):
                 self._log(f"undeploying deployed model {dm_id}")
                 endpoint.undeploy(dm_id)
-        for model in ours.values():
+        for model in self._our_models(aiplatform, props):
+            if model.gca_resource.deployed_models:
+                continue  # still deployed on another endpoint: that endpoint's deployment owns it
             self._log(f"deleting model {model.resource_name}")
             model.delete()
 

@@ -124,7 +124,8 @@ def test_deployment_inputs_carry_the_machine_accelerator_image_and_vllm_args(moc
     assert inputs["serviceAccount"] == f"{account['accountId']}@test-project.iam.gserviceaccount.com"
     endpoint = one(mocks, "gcp:vertex/aiEndpoint:AiEndpoint")
     assert re.fullmatch(r"projects/test-project/locations/us-central1/endpoints/\d+", inputs["endpointName"])
-    assert inputs["deploymentKey"] == "test-vllm" and endpoint.inputs["labels"] == inputs["labels"]
+    assert inputs["deploymentKey"] == "vllm-gcp-test-vllm"  # Pulumi project, stack, component
+    assert endpoint.inputs["labels"] == inputs["labels"]
     assert 60 <= inputs["deploymentTimeoutSeconds"] <= 7200
 
 
@@ -213,10 +214,11 @@ def test_a_shared_endpoint_is_rejected_with_the_fix(mocks: RecordingMocks) -> No
 def test_endpoint_ids_are_ten_digits_stable_and_distinct(
     project: str, region: str, stack: str, name: str
 ) -> None:
-    endpoint_id = endpoint_numeric_id(project, region, stack, name)
+    endpoint_id = endpoint_numeric_id(project, region, "vllm-gcp", stack, name)
     assert re.fullmatch(r"[1-9][0-9]{9}", endpoint_id)
-    assert endpoint_id == endpoint_numeric_id(project, region, stack, name)
-    assert endpoint_id != endpoint_numeric_id(project, region, stack + "-2", name)
+    assert endpoint_id == endpoint_numeric_id(project, region, "vllm-gcp", stack, name)
+    assert endpoint_id != endpoint_numeric_id(project, region, "vllm-gcp", stack + "-2", name)
+    assert endpoint_id != endpoint_numeric_id(project, region, "other-program", stack, name)
 
 
 @pytest.mark.parametrize(
@@ -233,10 +235,14 @@ def test_openai_base_url_shape(dns: str, expected_host: str) -> None:
 
 @pytest.mark.parametrize(
     ("stack", "name", "expected"),
-    [("dev", "vllm", "dev-vllm"), ("Org.Prod", "vllm", "org_prod-vllm"), ("s" * 80, "vllm", "s" * 63)],
+    [
+        ("dev", "vllm", "p-dev-vllm"),
+        ("Org.Prod", "vllm", "p-org_prod-vllm"),
+        ("s" * 80, "vllm", "p-" + "s" * 61),
+    ],
 )
 def test_deployment_key_is_a_valid_label_value(stack: str, name: str, expected: str) -> None:
-    assert deployment_key(stack, name) == expected
+    assert deployment_key("p", stack, name) == expected
 
 
 def test_shared_memory_grows_with_gpus() -> None:
@@ -275,3 +281,16 @@ print(sorted(m for m in sys.modules if m.startswith("google.cloud.aiplatform")))
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(("min_replicas", "warned"), [(1, True), (2, False)])
+def test_fewer_than_two_replicas_warns_about_the_sla(
+    mocks: RecordingMocks, monkeypatch: pytest.MonkeyPatch, min_replicas: int, warned: bool
+) -> None:
+    import pulumi
+
+    warnings: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *args, **kwargs: warnings.append(message))
+    config = vertex_config(environment="dev", scaling={"minReplicas": min_replicas, "maxReplicas": 2})
+    build(mocks, config, hf_token=None)
+    assert any("2 or more nodes" in w for w in warnings) is warned

@@ -593,3 +593,19 @@ def test_bootstrap_without_a_secret_just_starts_vllm(tmp_path: Path, secret_serv
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "out.json").read_text())["hf"] is None
     assert _SecretServer.seen == []
+
+
+def test_replacement_on_another_endpoint_leaves_the_old_endpoints_model_to_its_own_delete(
+    fake: FakeVertex,
+) -> None:
+    # Pulumi replaces create-before-delete: the new deployment (endpoint B) exists while the old one (A) still serves.
+    provider = provider_for(fake)
+    endpoint_b = fake.add_endpoint("2222222222")
+    old = provider.create(inputs(fake)).outs
+    new = provider.create(
+        inputs(fake, endpointName=endpoint_b, imageUri=DIGEST_IMAGE.replace("ab" * 32, "cd" * 32))
+    ).outs
+    assert set(fake.models) == {old["modelName"], new["modelName"]}  # A's model survived B's roll-out
+    provider.delete("id", old)
+    assert set(fake.models) == {new["modelName"]}  # A's delete removed A's model only
+    assert fake.deployed_ids(endpoint_b) == [new["deployedModelId"]]
