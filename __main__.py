@@ -5,10 +5,12 @@ import pulumi
 from components.capacity import plan_capacity
 from components.config import ConfigError, load_config
 from components.cost import estimate_cost
+from components.monitoring import VllmMonitoring
+from components.serving_image import ServingImage
 
 try:
     loaded = load_config()
-    capacity = plan_capacity(loaded.stack)
+    plan_capacity(loaded.stack)  # a misfit fails here, at preview, before anything is created
 except ConfigError as error:
     raise pulumi.RunError(str(error)) from None
 
@@ -16,6 +18,47 @@ config = loaded.stack
 for warning in config.warnings:
     pulumi.log.warn(warning)
 
+image = ServingImage("vllm", config)
+alerting = {
+    "project": config.project,
+    "served_model_name": config.model.served_name,
+    "notification_channels": config.monitoring.notification_channels,
+    "thresholds": config.monitoring.alerts,
+}
+
+if config.platform == "gce":
+    from components.gce_service import VllmGceService
+    from components.load_balancer import VllmLoadBalancer
+
+    service = VllmGceService("vllm", config, image.image_ref, loaded.hf_token, loaded.api_keys)
+    front = VllmLoadBalancer("vllm", config, instance_group=service.instance_group)
+    monitoring = VllmMonitoring(
+        "vllm",
+        platform="gce",
+        uptime_host=config.gce.domain or front.ip_address,
+        uptime_use_ssl=config.gce.domain is not None,
+        lb_url_map_name=front.url_map.name,
+        instance_group_name=service.instance_group_manager.name,
+        **alerting,
+    )
+    pulumi.export("openaiBaseUrl", front.openai_base_url)
+    pulumi.export("apiKey", service.api_key)
+    pulumi.export("loadBalancerIp", front.ip_address)
+    pulumi.export("instanceGroup", service.instance_group)
+else:
+    from components.vertex_endpoint import VertexVllmEndpoint
+
+    vertex = VertexVllmEndpoint("vllm", config, image.image_ref, loaded.hf_token)
+    monitoring = VllmMonitoring("vllm", platform="vertex", vertex_endpoint_id=vertex.endpoint_id, **alerting)
+    pulumi.export("openaiBaseUrl", vertex.openai_base_url)
+    pulumi.export("endpointId", vertex.endpoint_id)
+    pulumi.export("endpointName", vertex.endpoint_name)
+    pulumi.export("dedicatedEndpointDns", vertex.dedicated_endpoint_dns)
+
 pulumi.export("platform", config.platform)
+pulumi.export("project", config.project)
+pulumi.export("region", config.region)
 pulumi.export("servedModelName", config.model.served_name)
+pulumi.export("imageRef", image.image_ref)
+pulumi.export("dashboardUrl", monitoring.dashboard_url)
 pulumi.export("estimatedMonthlyCostUsd", estimate_cost(config)["monthlyUsd"])

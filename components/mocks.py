@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,23 @@ UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64  # an obvious placeholder: the real digest exists only after a push
 PLACEHOLDER_IP = "203.0.113.10"  # RFC 5737 documentation range
 PROJECT_NUMBER = "123456789012"
+
+
+_REGIONAL = {"Subnetwork", "Router", "RouterNat", "Address"}
+_COLLECTIONS = {"ManagedSslCertificate": "sslCertificates", "GlobalAddress": "addresses"}
+
+
+def compute_collection(kind: str) -> str:
+    """The Compute API collection of a pulumi-gcp compute type: URLMap -> urlMaps, SSLPolicy -> sslPolicies."""
+    if kind in _COLLECTIONS:
+        return _COLLECTIONS[kind]
+    kind = re.sub(r"^(Region|Global)(?=[A-Z])", "", kind)
+    head = re.match(r"[A-Z]+(?=[A-Z][a-z]|$)|[A-Z]", kind)
+    size = len(head.group(0)) if head else 1
+    camel = kind[:size].lower() + kind[size:]
+    if camel.endswith("y") and not camel.endswith(("ay", "ey", "oy")):
+        return camel[:-1] + "ies"
+    return camel + ("es" if camel.endswith(("s", "x")) else "s")
 
 
 @dataclass
@@ -84,12 +102,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         name = inputs.get("name") or f"{args.name}-{_short_hash(args.typ, args.name)}"  # provider auto-naming
         out: dict[str, Any] = {"name": name, "project": project}
         if args.typ.startswith("gcp:compute/"):
-            scope = (
-                f"regions/{region}"
-                if kind.startswith(("Region", "Router")) or "region" in inputs
-                else "global"
-            )
-            collection = kind[0].lower() + kind[1:] + "s"
+            scope = f"regions/{region}" if kind.startswith("Region") or kind in _REGIONAL else "global"
+            collection = compute_collection(kind)
             out["selfLink"] = (
                 f"https://www.googleapis.com/compute/v1/projects/{project}/{scope}/{collection}/{name}"
             )
@@ -117,7 +131,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             out["sha256Digest"] = PLACEHOLDER_DIGEST
             out["imageId"] = PLACEHOLDER_DIGEST
         elif kind == "AiEndpoint":
-            endpoint_id = str(int(_short_hash(args.name), 16) % 10**19).rjust(19, "1")
+            endpoint_id = inputs.get("name") or str(int(_short_hash(args.name), 16) % 10**19).rjust(19, "1")
             resource_id = f"projects/{project}/locations/{region}/endpoints/{endpoint_id}"
             out["name"] = endpoint_id
             # https://cloud.google.com/vertex-ai/docs/predictions/choose-endpoint-type: dedicated endpoint DNS
@@ -130,12 +144,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
             out["result"] = f"mock-{args.name}-0000000000000000"
         return resource_id, inputs | out
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         if args.token == "gcp:organizations/getProject:getProject":
-            return {"number": PROJECT_NUMBER, "projectId": self.project, "name": self.project}, None
+            return {"number": PROJECT_NUMBER, "projectId": self.project, "name": self.project}, []
         if args.token == "gcp:compute/getZones:getZones":
-            return {"names": [f"{self.region}-{z}" for z in "abc"]}, None
-        return {}, None
+            return {"names": [f"{self.region}-{z}" for z in "abc"]}, []
+        if args.token == "docker:index/getRegistryImage:getRegistryImage":
+            return {"name": args.args.get("name"), "sha256Digest": PLACEHOLDER_DIGEST}, []
+        return {}, []
 
 
 class RecordingMonitor(MockMonitor):
