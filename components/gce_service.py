@@ -152,6 +152,14 @@ def artifact_registry_repository(image_ref: str) -> dict[str, str]:
     return match.groupdict()
 
 
+def weights_bucket(model_id: str) -> str:
+    """`gs://bucket/path/to/weights` -> `bucket`."""
+    bucket = model_id.removeprefix("gs://").split("/", 1)[0]
+    if not model_id.startswith("gs://") or not bucket:
+        raise ValueError(f"model.id: {model_id!r} is not a gs://BUCKET/PATH location")
+    return bucket
+
+
 def serving_api_key(keys: Any) -> str:
     """The one key vLLM serves: VLLM_API_KEY holds a single key in vLLM 0.33."""
     values = [keys] if isinstance(keys, str) else list(keys or [])
@@ -237,6 +245,18 @@ class VllmGceService(pulumi.ComponentResource):
                 opts=child,
             )
         )
+
+        if config.model.from_gcs:
+            # runai_streamer reads the weights with the VM's credentials: read access to that bucket only.
+            grants.append(
+                gcp.storage.BucketIAMMember(
+                    f"{name}-weights-reader",
+                    bucket=weights_bucket(config.model.id),
+                    role="roles/storage.objectViewer",
+                    member=member,
+                    opts=child,
+                )
+            )
 
         # -- secrets: Secret Manager, read only by this service account --------------------------------------
         if api_keys is None:

@@ -32,6 +32,7 @@ AUTOSCALER = "gcp:compute/regionAutoscaler:RegionAutoscaler"
 HEALTH_CHECK = "gcp:compute/healthCheck:HealthCheck"
 SECRET_GRANT = "gcp:secretmanager/secretIamMember:SecretIamMember"
 PROJECT_GRANT = "gcp:projects/iAMMember:IAMMember"
+BUCKET_GRANT = "gcp:storage/bucketIAMMember:BucketIAMMember"
 SA_MEMBER = "serviceAccount:llm-vm@test-project.iam.gserviceaccount.com"
 
 
@@ -74,6 +75,22 @@ def test_image_reader_on_the_image_repository_only(mocks: RecordingMocks) -> Non
         "repository": "llm-remote",
         "role": "roles/artifactregistry.reader",
         "member": SA_MEMBER,
+    }
+
+
+def test_weights_bucket_reader_only_for_gcs_models(mocks: RecordingMocks) -> None:
+    _service(mocks)
+    assert not of_type(mocks, BUCKET_GRANT)
+    gcs = make_config(
+        model={"id": "gs://acme-weights/gemma-4-26b", "paramsBillions": 26},
+        hardware={"machineType": "a2-ultragpu-1g", "gpuType": "nvidia-a100-80gb", "gpuCount": 1},
+    )
+    _service(mocks, config=gcs, name="llm2")
+    grant = one(mocks, BUCKET_GRANT)
+    assert grant == {
+        "bucket": "acme-weights",
+        "role": "roles/storage.objectViewer",
+        "member": "serviceAccount:llm2-vm@test-project.iam.gserviceaccount.com",
     }
 
 
