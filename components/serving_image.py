@@ -50,7 +50,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_gcp as gcp
 
-from .config import StackConfig
+from .config import ConfigError, StackConfig
 from .naming import check_component_name, standard_labels
 
 ImageMode = Literal["remote", "mirror"]
@@ -65,8 +65,11 @@ _AR_HOST_RE = re.compile(r"[a-z0-9-]+-docker\.pkg\.dev")
 PLATFORM = "linux/amd64"
 
 
-class ServingImageError(ValueError):
-    """A bad image reference or option: the message names the value and the fix."""
+class ServingImageError(ConfigError):
+    """A bad image reference or option: the message names the value and the fix (the plan exits 2 on it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__([message])
 
 
 @dataclass(frozen=True)

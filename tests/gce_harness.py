@@ -18,10 +18,7 @@ SECRET_VERSION = re.compile(r"projects/[0-9]+/secrets/[A-Za-z0-9_-]+/versions/[0
 
 
 def answer_registry_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Answer pulumi-docker's registry digest lookup with the placeholder digest; returns the names looked up.
-
-    Remove once components/mocks.py answers `docker:index/getRegistryImage:getRegistryImage` itself.
-    """
+    """Answer pulumi-docker's registry digest lookup (as components/mocks.py does) and record the names looked up."""
     seen: list[str] = []
     original = RecordingMocks.call
 

@@ -15,7 +15,7 @@ import yaml
 from pulumi.runtime import settings
 
 from components.mocks import RecordingMocks, install_mocks, resolve, run_program
-from tests.gce_harness import AR_IMAGE_BY_DIGEST, answer_registry_lookups
+from tests.gce_harness import AR_IMAGE_BY_DIGEST
 
 ROOT = Path(__file__).resolve().parent.parent
 CONSUMER = ROOT / "examples" / "consumer"
@@ -25,7 +25,6 @@ HF_TOKEN = "hf_FAKEconsumerTOKEN0123456789abcdefABCDEF"
 @pytest.fixture
 def consumer(monkeypatch: pytest.MonkeyPatch) -> tuple[RecordingMocks, dict[str, Any]]:
     """Run the consumer's __main__.py as `pulumi up` would, under the recording mocks."""
-    answer_registry_lookups(monkeypatch)
     pulumi.runtime.set_all_config(
         {"gcp:project": "consumer-project", "gcp:region": "us-central1", "vllm-consumer:hfToken": HF_TOKEN},
         ["vllm-consumer:hfToken"],

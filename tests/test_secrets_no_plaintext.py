@@ -16,16 +16,11 @@ from typing import Any
 import pytest
 
 from components.plan import run_plan
-from tests.gce_harness import SECRET_VERSION, answer_registry_lookups
+from tests.gce_harness import SECRET_VERSION
 
 HF_TOKEN = "hf_FAKEplanTOKENnotREAL0123456789abcdefXYZ"
 API_KEY = "sk-FAKE-plan-key-not-real-0123456789"
 SECRET_VALUES = {"vllm-gcp:hfToken": HF_TOKEN, "vllm-gcp:apiKeys": [API_KEY]}
-
-
-@pytest.fixture(autouse=True)
-def registry_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    return answer_registry_lookups(monkeypatch)
 
 
 def _plan(stack: str) -> dict[str, Any]:

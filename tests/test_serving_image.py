@@ -172,3 +172,19 @@ def test_bad_component_name(mocks: RecordingMocks, bad: str) -> None:
 def test_bad_mode(mocks: RecordingMocks) -> None:
     with pytest.raises(ServingImageError, match="mode 'pull' is not valid; use 'remote' or 'mirror'"):
         build(lambda: ServingImage("llm", make_config(), mode="pull"))  # type: ignore[arg-type]
+
+
+def test_bad_image_makes_the_plan_exit_2_with_the_message(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from components.plan import main
+
+    stack = tmp_path / "Pulumi.badimage.yaml"
+    stack.write_text(
+        "config:\n  gcp:project: my-project\n  gcp:region: us-central1\n  vllm-gcp:platform: gce\n"
+        "  vllm-gcp:model:\n    id: google/gemma-4-E4B-it\n    image: VLLM/Openai:v1\n"
+        "  vllm-gcp:gce:\n    zones: [us-central1-a]\n"
+    )
+    assert main([str(stack)]) == 2
+    err = capsys.readouterr().err
+    assert "model.image: 'VLLM/Openai:v1' is not a valid image reference" in err and "Traceback" not in err
