@@ -904,3 +904,65 @@ def test_cli_exits_2_with_each_finding_on_stderr(tmp_path, capsys):
     plan["resources"][0]["inputs"]["localityLbPolicy"] = "LEAST_REQUEST"
     path.write_text(json.dumps(plan))
     assert schema_check.main([str(path)]) == 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Whole programs: every committed stack, and generated variations, plan with zero findings.
+# --------------------------------------------------------------------------------------------------------------
+
+COMMITTED_STACKS = sorted((ROOT / "stacks").glob("Pulumi.*.yaml"))
+
+
+def _plan_findings(stack: str | Path) -> tuple[dict[str, Any], list[Finding]]:
+    from components.plan import run_plan
+
+    plan = run_plan(str(stack))
+    return plan, check_resources(plan["resources"])
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS, ids=lambda p: p.stem.removeprefix("Pulumi."))
+def test_every_committed_stack_plans_with_zero_findings(stack):
+    plan, findings = _plan_findings(stack)
+    assert sum(not r["type"].startswith("vllm-gcp:") for r in plan["resources"]) >= 10  # a real program ran
+    assert [str(f) for f in findings] == []
+
+
+def _variations() -> list[tuple[str, str, str | None, bool]]:
+    out: list[tuple[str, str, str | None, bool]] = []
+    for platform in ("gce", "vertex"):
+        for environment in ("dev", "staging", "prod"):
+            for domain in ("llm.example.com", None) if platform == "gce" else (None,):
+                if platform == "gce" and environment == "prod" and domain is None:
+                    continue  # rejected by the config contract: prod serves HTTPS only
+                for spot in (False, True):
+                    out.append((platform, environment, domain, spot))
+    return out
+
+
+@pytest.mark.parametrize(("platform", "environment", "domain", "spot"), _variations())
+def test_generated_variations_plan_with_zero_findings(tmp_path, platform, environment, domain, spot):
+    import yaml
+
+    base = "Pulumi.dev.yaml" if platform == "gce" else "Pulumi.vertex.yaml"
+    document = yaml.safe_load((ROOT / "stacks" / base).read_text())
+    config = document["config"]
+    config["vllm-gcp:environment"] = environment
+    config["vllm-gcp:hardware"]["spot"] = spot
+    if environment == "prod":
+        config["vllm-gcp:scaling"] = {
+            **config.get("vllm-gcp:scaling", {}),
+            "minReplicas": 2,
+            "maxReplicas": 3,
+        }
+    if platform == "gce":
+        gce = config.setdefault("vllm-gcp:gce", {})
+        gce.pop("domain", None)
+        if domain:
+            gce["domain"] = domain
+    path = tmp_path / f"Pulumi.{platform}-{environment}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    plan, findings = _plan_findings(path)
+    assert plan["platform"] == platform
+    types = {r["type"] for r in plan["resources"]}
+    assert ("gcp:compute/managedSslCertificate:ManagedSslCertificate" in types) == bool(domain)
+    assert [str(f) for f in findings] == []
