@@ -558,7 +558,7 @@ def gce_stack(
     return resources
 
 
-VERTEX = "pulumi-python:dynamic:Resource"
+VERTEX = "pulumi-python:dynamic/vertex:ModelDeployment"  # our dynamic provider's type token
 
 
 def vertex_stack(min_replicas: int, max_replicas: int, gpus: int) -> list[v.Resource]:
@@ -845,6 +845,27 @@ def test_breaking_a_guarded_property_of_prod_fails_with_id_and_remediation(
     found = report.by_rule(rule)
     assert found, f"{rule.id} did not fire:\n{report.render()}"
     assert f"[{rule.id}]" in found[0].message and rule.remediation in found[0].message
+
+
+@pytest.mark.parametrize("stack", committed_stacks())
+def test_gpu_budget_counts_what_the_stack_config_asks_for(stack: str) -> None:
+    """The budget is not vacuous: it finds gpuCount x maxReplicas GPUs in every committed stack's plan."""
+    config = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+    expected = config["vllm-gcp:hardware"]["gpuCount"] * config["vllm-gcp:scaling"]["maxReplicas"]
+    assert sum(gpus for _, gpus, _ in v.gpus_at_max_scale(planned(stack))) == expected
+
+
+def test_breaking_the_vertex_stack_replicas_fails_prod_min_replicas() -> None:
+    resources = planned("vertex")
+    deployment = next(
+        r for r in resources if r.type.startswith("pulumi-python:dynamic") and "minReplicas" in r.inputs
+    )
+    report = v.evaluate_stack(
+        _mutate(resources, deployment, changed(dict(deployment.inputs), "minReplicas", 1)),
+        v.GuardrailConfig(environment="prod"),
+    )
+    [violation] = report.by_rule(v.PROD_REPLICAS)
+    assert "[VLLM_GCP_006]" in violation.message and "min replicas is 1" in violation.message
 
 
 def test_removing_the_prod_certificate_fails_prod_https() -> None:
