@@ -224,6 +224,16 @@ class StackConfig(_Model):
     vertex: VertexConfig = Field(default_factory=VertexConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
+    @field_validator("project")
+    @classmethod
+    def _project_id(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][-a-z0-9]{4,28}[a-z0-9]", value):
+            raise ValueError(
+                f"{value!r} is not a project id: 6-30 lower-case letters, digits or hyphens, starting "
+                "with a letter (the id, not the display name or number)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _cross_field(self) -> StackConfig:
         problems = []
@@ -319,7 +329,8 @@ def _format(error: ValidationError) -> list[str]:
             keyed = _KEYED.match(line)  # model-level checks name their own key: "gpuCount: ..."
             path = [*loc, keyed.group(1)] if keyed else loc
             text = keyed.group(2) if keyed else line
-            problems.append(f"{NAMESPACE}:{'.'.join(path)}: {text}" if path else f"{NAMESPACE}: {text}")
+            namespace = "gcp" if path[:1] in (["project"], ["region"]) else NAMESPACE
+            problems.append(f"{namespace}:{'.'.join(path)}: {text}" if path else f"{NAMESPACE}: {text}")
     return problems
 
 

@@ -181,7 +181,9 @@ def install_mocks(
 ) -> RecordingMocks:
     """Point the Pulumi runtime at a fresh recording mock (and a fresh root stack)."""
     from pulumi.runtime import settings
+    from pulumi.runtime.sync_await import _ensure_event_loop
 
+    _ensure_event_loop()  # asyncio.run() elsewhere (e.g. the client tools) leaves the thread without a loop
     mocks = RecordingMocks(project=project, region=region)
     settings.ROOT.set(None)
     quiet = logging.getLogger("vllm-gcp.mocks")  # the plan prints warnings itself

@@ -93,7 +93,9 @@ def run_plan(
         "capacity": capacity.as_dict(),
         "cost": estimate_cost(loaded.stack),
         "warnings": loaded.stack.warnings,
-        "resources": [r.as_dict() for r in mocks.resources],
+        "resources": [
+            r.as_dict() for r in sorted(mocks.resources, key=lambda r: r.urn)
+        ],  # async order varies
         "outputs": outputs,
     }
 

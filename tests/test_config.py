@@ -128,6 +128,7 @@ def test_prequantized_methods_need_a_prequantized_checkpoint() -> None:
     ("overrides", "key"),
     [
         ({"platform": "gke"}, "vllm-gcp:platform"),
+        ({"project": "p"}, "gcp:project: 'p' is not a project id"),
         ({"model": {"dtype": "fp32"}}, "vllm-gcp:model.dtype"),
         ({"model": {"image": "vllm/vllm-openai:latest"}}, "vllm-gcp:model.image"),
         ({"model": {"image": "vllm/vllm-openai"}}, "vllm-gcp:model.image"),

@@ -61,7 +61,7 @@ def write_stack(tmp_path: Path, body: str) -> str:
 
 BASE = """
 config:
-  gcp:project: p
+  gcp:project: my-project
   gcp:region: us-central1
   vllm-gcp:platform: gce
   vllm-gcp:gce: {zones: [us-central1-a]}
