@@ -39,6 +39,8 @@ class FakeBehaviour:
     path_prefix: str = ""
     output_tokens: int = 8
     ttft_schedule_s: tuple[float, ...] = (0.0,)
+    # Per-prompt first-token delay (by the last user message); overrides the schedule for those prompts.
+    ttft_by_prompt_s: dict[str, float] = field(default_factory=dict)
     itl_s: float = 0.0
     # Status codes returned, in order, by the next chat requests (before any latency): 429/500/503 injection.
     faults: deque[int] = field(default_factory=deque)
@@ -269,7 +271,9 @@ class _Handler(BaseHTTPRequestHandler):
             fault = behaviour.faults.popleft() if behaviour.faults else None
             overloaded = fault is None and state.in_flight >= behaviour.max_in_flight
             if fault is None and not overloaded:
-                ttft = behaviour.ttft_schedule_s[state.chat_counter % len(behaviour.ttft_schedule_s)]
+                ttft = behaviour.ttft_by_prompt_s.get(
+                    user_text, behaviour.ttft_schedule_s[state.chat_counter % len(behaviour.ttft_schedule_s)]
+                )
                 state.chat_counter += 1
                 state.in_flight += 1
                 state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
@@ -349,6 +353,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The default listen backlog of 5 overflows when a test opens 10+ connections at once; a dropped SYN is
+    # retransmitted after 1 s, which would show up as a fake latency outlier.
+    request_queue_size = 128
 
     def __init__(self, state: _State, listener: str) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
