@@ -22,6 +22,7 @@ from .capacity import plan_capacity
 from .config import NAMESPACE, ConfigError, load_config
 from .cost import estimate_cost
 from .mocks import install_mocks, resolve, run_program
+from .schema_check import check_resources
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "vllm-gcp"
@@ -85,6 +86,10 @@ def run_plan(
     capacity = plan_capacity(loaded.stack)
     entry = program or ROOT / "__main__.py"
     run_program(lambda: runpy.run_path(str(entry), run_name="__main__"))
+    resources = [r.as_dict() for r in sorted(mocks.resources, key=lambda r: r.urn)]  # async order varies
+    findings = check_resources(resources)
+    if findings:
+        raise ConfigError([f"schema: {finding}" for finding in findings])
     root = pulumi_settings.get_root_resource()
     outputs = {key: resolve(value) for key, value in getattr(root, "outputs", {}).items()}
     return {
@@ -93,9 +98,7 @@ def run_plan(
         "capacity": capacity.as_dict(),
         "cost": estimate_cost(loaded.stack),
         "warnings": loaded.stack.warnings,
-        "resources": [
-            r.as_dict() for r in sorted(mocks.resources, key=lambda r: r.urn)
-        ],  # async order varies
+        "resources": resources,
         "outputs": outputs,
     }
 
@@ -175,11 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--grafana-dashboard", action="store_true", help="print the stack's Grafana dashboard JSON"
     )
+    parser.add_argument(
+        "--program", type=Path, help="the Pulumi program to run (default: this repo's __main__.py)"
+    )
     args = parser.parse_args(argv)
     if args.prometheus_rules or args.grafana_dashboard:
         return _print_monitoring(args.stack, rules=args.prometheus_rules)
     try:
-        plan = run_plan(args.stack)
+        plan = run_plan(args.stack, program=args.program)
     except (ConfigError, pulumi.RunError) as error:
         print(f"error: invalid {NAMESPACE} config for stack {args.stack}:\n{error}", file=sys.stderr)
         return 2

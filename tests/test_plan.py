@@ -135,3 +135,17 @@ def run_plan_error(stack: str, secrets: dict) -> str:
     with pytest.raises(ConfigError) as info:
         run_plan(stack, secret_values=secrets)
     return str(info.value)
+
+
+def test_schema_findings_fail_the_plan_with_resource_and_key_path(tmp_path: Path) -> None:
+    program = tmp_path / "typo.py"
+    program.write_text(
+        "import pulumi_gcp as gcp\n"
+        "gcp.compute.BackendService('b', locality_lb_policy='LEAST_REQEST',\n"
+        "                           log_config={'enable': True, 'sampel_rate': 1.0})\n"
+    )
+    result = plan_cli("dev", "--program", str(program))
+    assert result.returncode == 2
+    assert "'b'.localityLbPolicy: 'LEAST_REQEST'" in result.stderr and "LEAST_REQUEST" in result.stderr
+    assert "'b'.logConfig.sampel_rate" in result.stderr and "sample_rate" in result.stderr
+    assert "Traceback" not in result.stderr
