@@ -160,35 +160,62 @@ class GuardrailConfig:
 
     @classmethod
     def from_policy_config(cls, config: Mapping[str, Any] | None) -> GuardrailConfig:
-        config = dict(config or {})
-        known = {
-            "servingPort": "serving_port",
-            "allowedSourceRanges": "allowed_source_ranges",
-            "minBackendTimeoutSec": "min_backend_timeout_sec",
-            "minProdReplicas": "min_prod_replicas",
-            "maxTotalGpus": "max_total_gpus",
-            "requireSecureBoot": "require_secure_boot",
-            "environment": "environment",
-        }
+        """Settings from one policy's config, checked and typed (the engine sends every number as a float)."""
         values: dict[str, Any] = {}
-        for key, value in config.items():
+        for key, value in dict(config or {}).items():
             if key == "enforcementLevel":
                 continue
-            if key not in known:
+            if key not in _SETTINGS:
                 raise ValueError(
                     f"policy config: unknown key {key!r} (value {value!r}); "
-                    f"known keys: {', '.join(sorted(known))}"
+                    f"known keys: {', '.join(sorted(_SETTINGS))}"
                 )
-            values[known[key]] = tuple(value) if key == "allowedSourceRanges" else value
-        for cidr in values.get("allowed_source_ranges", ()):
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise ValueError(
-                    f"policy config: allowedSourceRanges entry {cidr!r} is not a CIDR range ({exc}); "
-                    "use e.g. 203.0.113.0/24"
-                ) from exc
+            field_name, parse = _SETTINGS[key]
+            values[field_name] = parse(key, value)
         return replace(cls(), **values)
+
+
+def _setting_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < 0:
+        raise ValueError(f"policy config: {key} must be a non-negative whole number, not {value!r}")
+    return int(value)
+
+
+def _setting_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"policy config: {key} must be true or false, not {value!r}")
+    return value
+
+
+def _setting_environment(key: str, value: Any) -> str:
+    if value not in ("dev", "staging", "prod"):
+        raise ValueError(f"policy config: {key} must be dev, staging or prod, not {value!r}")
+    return str(value)
+
+
+def _setting_cidrs(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ValueError(f"policy config: {key} must be a list of CIDR ranges, not {value!r}")
+    for cidr in value:
+        try:
+            ipaddress.ip_network(str(cidr), strict=False)
+        except ValueError as exc:
+            raise ValueError(
+                f"policy config: {key} entry {cidr!r} is not a CIDR range ({exc}); use e.g. 203.0.113.0/24"
+            ) from exc
+    return tuple(str(cidr) for cidr in value)
+
+
+# Config key (camelCase, as in the pack's config file) -> (GuardrailConfig field, parser).
+_SETTINGS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
+    "servingPort": ("serving_port", _setting_int),
+    "allowedSourceRanges": ("allowed_source_ranges", _setting_cidrs),
+    "minBackendTimeoutSec": ("min_backend_timeout_sec", _setting_int),
+    "minProdReplicas": ("min_prod_replicas", _setting_int),
+    "maxTotalGpus": ("max_total_gpus", _setting_int),
+    "requireSecureBoot": ("require_secure_boot", _setting_bool),
+    "environment": ("environment", _setting_environment),
+}
 
 
 ResourceCheck = Callable[[str, Mapping[str, Any], GuardrailConfig], list[str]]

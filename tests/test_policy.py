@@ -500,8 +500,15 @@ def test_policy_config_rejects_unknown_keys_and_bad_cidrs() -> None:
         v.GuardrailConfig.from_policy_config({"maxGpus": 4})
     with pytest.raises(ValueError, match=r"allowedSourceRanges entry '10\.0\.0\.300/8' is not a CIDR"):
         v.GuardrailConfig.from_policy_config({"allowedSourceRanges": ["10.0.0.300/8"]})
-    config = v.GuardrailConfig.from_policy_config({"maxTotalGpus": 4, "enforcementLevel": "mandatory"})
-    assert config.max_total_gpus == 4
+    with pytest.raises(ValueError, match=r"maxTotalGpus must be a non-negative whole number, not 2\.5"):
+        v.GuardrailConfig.from_policy_config({"maxTotalGpus": 2.5})
+    with pytest.raises(ValueError, match=r"environment must be dev, staging or prod, not 'production'"):
+        v.GuardrailConfig.from_policy_config({"environment": "production"})
+    with pytest.raises(ValueError, match=r"requireSecureBoot must be true or false, not 'no'"):
+        v.GuardrailConfig.from_policy_config({"requireSecureBoot": "no"})
+    # The engine hands the pack every number as a float (protobuf Struct): 4.0 is the whole number 4.
+    config = v.GuardrailConfig.from_policy_config({"maxTotalGpus": 4.0, "enforcementLevel": "mandatory"})
+    assert config.max_total_gpus == 4 and isinstance(config.max_total_gpus, int)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1043,7 +1050,7 @@ def test_grpc_pack_blocks_a_public_gpu_template_and_an_over_budget_stack(
     stack_response = analyzer.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=stack), timeout=30)
     messages = [d.message for d in stack_response.diagnostics]
     assert any(
-        "[VLLM_GCP_007]" in m and "12 GPUs at max scale exceed the budget of 8" in m for m in messages
+        "[VLLM_GCP_007]" in m and "12 GPUs at max scale exceed the budget of 8 (" in m for m in messages
     ), messages
 
 
@@ -1055,3 +1062,44 @@ def test_policy_config_files_name_real_policies_and_settings(name: str) -> None:
         if policy_name != "all":
             assert policy_name in {r.name for r in v.ALL_RULES}, f"{policy_name} is not a policy of the pack"
             v.GuardrailConfig.from_policy_config(value)  # every setting is one the validators know
+
+
+def test_grpc_pack_passes_every_committed_stack_with_its_ci_config(
+    analyzer: analyzer_pb2_grpc.AnalyzerStub,
+) -> None:
+    """The committed plans through the real analyzer, every resource and the whole stack, all rules mandatory."""
+    for stack in committed_stacks():
+        pack_config = json.loads(offline.default_config_file(stack_environment(stack)).read_text())
+        request = {}
+        for rule in v.ALL_RULES:
+            config = analyzer_pb2.PolicyConfig(enforcementLevel=analyzer_pb2.MANDATORY)
+            settings = pack_config.get(rule.name)
+            if isinstance(settings, dict):
+                config.properties.update(settings)
+            if rule.name in (v.PROD_HTTPS.name, v.PROD_REPLICAS.name):
+                config.properties.update({"environment": stack_environment(stack)})
+            request[rule.name] = config
+        analyzer.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig=request), timeout=30)
+        resources = plan_for(stack)["resources"]
+        messages = []
+        for record in resources:
+            response = analyzer.Analyze(
+                analyzer_pb2.AnalyzeRequest(
+                    type=record["type"],
+                    properties=_struct(record["inputs"]),
+                    urn=record["urn"],
+                    name=record["name"],
+                ),
+                timeout=30,
+            )
+            messages += [d.message for d in response.diagnostics]
+        stack_request = analyzer_pb2.AnalyzeStackRequest(
+            resources=[
+                analyzer_pb2.AnalyzerResource(
+                    type=r["type"], properties=_struct(r["inputs"]), urn=r["urn"], name=r["name"]
+                )
+                for r in resources
+            ]
+        )
+        messages += [d.message for d in analyzer.AnalyzeStack(stack_request, timeout=30).diagnostics]
+        assert messages == [], f"stack {stack}: {messages}"
