@@ -211,6 +211,10 @@ class VllmGceService(pulumi.ComponentResource):
                 ]
             )
         self.capacity = capacity = plan_capacity(config)  # raises ConfigError before any resource exists
+        if isinstance(image_ref, str):
+            artifact_registry_repository(
+                image_ref
+            )  # a literal reference is checked now; an Output when known
         child = pulumi.ResourceOptions(parent=self)
         project, region = config.project, config.region
         labels = standard_labels(name, config.environment, config.model.served_name or "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pulumi
 import pytest
 import yaml
 
@@ -400,5 +401,15 @@ def test_model_that_does_not_fit_fails_before_any_resource(mocks: RecordingMocks
 
 
 def test_image_outside_artifact_registry_is_rejected(mocks: RecordingMocks) -> None:
-    with pytest.raises(Exception, match="is not an Artifact Registry image by digest"):
+    with pytest.raises(ValueError, match="is not an Artifact Registry image by digest"):
         _service(mocks, image_ref="vllm/vllm-openai:v0.33.0")
+    assert not [r for r in mocks.resources if r.custom]
+
+
+def test_image_output_outside_artifact_registry_is_rejected_when_known(mocks: RecordingMocks) -> None:
+    with pytest.raises(Exception, match="is not an Artifact Registry image by digest"):
+        build(
+            lambda: VllmGceService(
+                "llm", make_config(), image_ref=pulumi.Output.from_input("docker.io/vllm/vllm-openai:v0.33.0")
+            )
+        )
