@@ -1,5 +1,7 @@
 """vllm-gcp: load the stack config, build the chosen platform, export what clients need. No resource logic here."""
 
+from typing import Any
+
 import pulumi
 
 from components.capacity import plan_capacity
@@ -19,27 +21,34 @@ for warning in config.warnings:
     pulumi.log.warn(warning)
 
 image = ServingImage("vllm", config)
-alerting = {
-    "project": config.project,
-    "served_model_name": config.model.served_name,
-    "notification_channels": config.monitoring.notification_channels,
-    "thresholds": config.monitoring.alerts,
-}
+
+
+def monitoring_for(**platform_names: Any) -> VllmMonitoring:
+    """The four alerts, the dashboard (and on gce the uptime check), narrowed to this deployment's resources."""
+    return VllmMonitoring(
+        "vllm",
+        platform=config.platform,
+        project=config.project,
+        served_model_name=config.model.served_name or "",
+        notification_channels=config.monitoring.notification_channels,
+        thresholds=config.monitoring.alerts,
+        **platform_names,
+    )
+
 
 if config.platform == "gce":
     from components.gce_service import VllmGceService
     from components.load_balancer import VllmLoadBalancer
 
     service = VllmGceService("vllm", config, image.image_ref, loaded.hf_token, loaded.api_keys)
-    front = VllmLoadBalancer("vllm", config, instance_group=service.instance_group)
-    monitoring = VllmMonitoring(
-        "vllm",
-        platform="gce",
+    front = VllmLoadBalancer(
+        "vllm", config, instance_group=service.instance_group, named_port=service.named_port
+    )
+    monitoring = monitoring_for(
         uptime_host=config.gce.domain or front.ip_address,
         uptime_use_ssl=config.gce.domain is not None,
         lb_url_map_name=front.url_map.name,
         instance_group_name=service.instance_group_manager.name,
-        **alerting,
     )
     pulumi.export("openaiBaseUrl", front.openai_base_url)
     pulumi.export("apiKey", service.api_key)
@@ -49,7 +58,7 @@ else:
     from components.vertex_endpoint import VertexVllmEndpoint
 
     vertex = VertexVllmEndpoint("vllm", config, image.image_ref, loaded.hf_token)
-    monitoring = VllmMonitoring("vllm", platform="vertex", vertex_endpoint_id=vertex.endpoint_id, **alerting)
+    monitoring = monitoring_for(vertex_endpoint_id=vertex.endpoint_id)
     pulumi.export("openaiBaseUrl", vertex.openai_base_url)
     pulumi.export("endpointId", vertex.endpoint_id)
     pulumi.export("endpointName", vertex.endpoint_name)

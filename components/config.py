@@ -287,8 +287,8 @@ class StackConfig(_Model):
             )
         if "@sha256:" not in self.model.image:
             notes.append(
-                f"model.image: {self.model.image!r} is pinned by tag only; the stack mirrors it and deploys it by "
-                "digest, but add @sha256:<digest> to make the upstream pin immutable too"
+                f"model.image: {self.model.image!r} is pinned by tag only; the stack caches it in Artifact Registry and "
+                "deploys it by digest, but add @sha256:<digest> to make the upstream pin immutable too"
             )
         return notes
 

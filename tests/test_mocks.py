@@ -64,3 +64,13 @@ def test_recorded_inputs_keep_secrets_secret_and_outputs_are_concrete(mocks) -> 
         "/secrets/tok"
     )
     assert PLACEHOLDER_DIGEST == "sha256:" + "0" * 64
+
+
+def test_package_exports_load_lazily_and_match_the_list() -> None:
+    import components
+
+    assert set(components.__all__) == set(components._EXPORTS)
+    for name in components.__all__:
+        assert getattr(components, name).__name__ == name
+    with pytest.raises(AttributeError):
+        _ = components.NotAThing
