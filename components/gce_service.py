@@ -39,7 +39,6 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 import pulumi_random as random
-import yaml
 
 from .capacity import CapacityPlan, plan_capacity, weights_gb
 from .config import ConfigError, StackConfig
@@ -100,14 +99,6 @@ def disk_type_for(machine_type: str) -> str:
 def prometheus_job_name(name: str) -> str:
     """The Ops Agent scrape job: it becomes `resource.labels.job` and scopes the autoscaler to this service."""
     return short_id(f"vllm-gcp-{name}", max_len=63)
-
-
-def ops_agent_config(job: str) -> str:
-    """The startup script's Ops Agent config with this service's scrape job name."""
-    config = yaml.safe_load(render_ops_agent_config(SERVE_PORT))
-    for scrape in config["metrics"]["receivers"]["prometheus"]["config"]["scrape_configs"]:
-        scrape["job_name"] = job
-    return yaml.safe_dump(config, sort_keys=False)
 
 
 def autoscaler_metric_filter(job: str, served_model_name: str) -> str:
@@ -305,7 +296,7 @@ class VllmGceService(pulumi.ComponentResource):
 
         # -- the VM ----------------------------------------------------------------------------------------------
         vllm_args = render_vllm_args(config.model, config.hardware.gpu_count)
-        job_config = ops_agent_config(self.prometheus_job)
+        job_config = render_ops_agent_config(SERVE_PORT, job_name=self.prometheus_job)
 
         def render(values: list[Any]) -> str:
             image_value, api_key_version, hf_token_version = values

@@ -81,7 +81,9 @@ class StartupScriptParamError(ValueError):
 
 
 def render_ops_agent_config(
-    port: int = SERVE_PORT, scrape_interval_seconds: int = OPS_AGENT_SCRAPE_INTERVAL_SECONDS
+    port: int = SERVE_PORT,
+    scrape_interval_seconds: int = OPS_AGENT_SCRAPE_INTERVAL_SECONDS,
+    job_name: str = "vllm",
 ) -> str:
     """Ops Agent config: its Prometheus receiver sends vLLM's /metrics to Managed Service for Prometheus."""
     config = {
@@ -92,7 +94,7 @@ def render_ops_agent_config(
                     "config": {
                         "scrape_configs": [
                             {
-                                "job_name": "vllm",
+                                "job_name": job_name,  # becomes resource.labels.job in Monitoring
                                 "scrape_interval": f"{scrape_interval_seconds}s",
                                 "metrics_path": "/metrics",
                                 "static_configs": [{"targets": [f"localhost:{port}"]}],
