@@ -1,18 +1,20 @@
 """Plan fidelity: check planned resource inputs against the installed provider SDKs.
 
 Pulumi's mocks accept any key inside a dict input and any string for an enum, so a typo such as
-`log_config={"sampel_rate": 1.0}` or `locality_lb_policy="LEAST_REQEST"` passes every offline test and fails only at
-`pulumi preview` with credentials. This module closes that gap without a cloud: it derives each resource's input schema
-from the installed SDK (pulumi_gcp, pulumi_docker, pulumi_random: the `...Args` input classes, their
-`@pulumi.getter(name=...)` names, their type annotations and docstrings) and checks a recorded resource against it:
+`log_config={"sampel_rate": 1.0}` or `locality_lb_policy="LEAST_REQEST"` passes every offline test and
+fails only at `pulumi preview` with credentials. This module closes that gap without a cloud: it derives
+each resource's input schema from the installed SDK (pulumi_gcp, pulumi_docker, pulumi_random: the `...Args`
+input classes, their `@pulumi.getter(name=...)` names, their type annotations and docstrings) and checks a
+recorded resource against it:
 
 1. keys: every key at every depth is a property of its input type (lists of objects and maps included);
 2. nested required fields: a nested object carries every field its input type requires;
 3. documented enums: a string property whose docstring lists its possible values holds one of them;
 4. names and labels: explicitly set GCP names and labels follow GCP's documented patterns.
 
-`check_resources(plan["resources"])` checks the offline plan's resource list; `python -m components.schema_check
-plan.json` does the same for a saved `python -m components.plan STACK --json` output (exit 2 on findings).
+`check_resources(plan["resources"])` checks the offline plan's resource list;
+`python -m components.schema_check plan.json` does the same for a saved
+`python -m components.plan STACK --json` output (exit 2 on findings). See docs/plan-fidelity.md.
 """
 
 from __future__ import annotations
@@ -135,8 +137,8 @@ class ObjectSchema:
         return None
 
     def suggest(self, key: str) -> tuple[str | None, str | None]:
-        """The closest valid key in the spelling the caller used (snake_case or camelCase), and a note naming the
-        other spelling."""
+        """The closest valid key in the spelling the caller used (snake_case or camelCase), and a note
+        naming the other spelling."""
         snake = "_" in key and key.lower() == key
         pool = list(self.python_names) if snake else list(self.properties)
         match = difflib.get_close_matches(key, pool, n=1, cutoff=0.6)
@@ -169,7 +171,7 @@ def _is_object_class(cls: Any) -> bool:
 
 
 def _flatten(hint: Any) -> Iterator[Any]:
-    """Strip Optional/None, pulumi.Input (Union[T, Awaitable[T], Output[T]]) and Output[T] down to the members."""
+    """Strip Optional/None, pulumi.Input (Union[T, Awaitable[T], Output[T]]) and Output[T] to the members."""
     if hint is type(None):
         return
     origin = typing.get_origin(hint)
@@ -208,14 +210,14 @@ def _shape_of(hint: Any) -> Shape:
         values += [str(member.value) for e in enums for member in e]
         return Scalar(is_str=True, enum=tuple(dict.fromkeys(values)))
     if enums:
-        # An SDK enum annotation is Union[str, SomeEnum] in practice: the enum's values are the allowed strings.
+        # An SDK enum annotation is Union[str, SomeEnum] in practice: the enum's values are the allowed ones.
         return Scalar(is_str=True, enum=tuple(dict.fromkeys(str(m.value) for e in enums for m in e)))
     return Scalar(is_str=any(m is str for m in members))
 
 
 def _resolver(fn: Any, owner: type, key: str) -> Callable[[], Any]:
-    """Resolves a getter's (or class's) annotations in its module's namespace, so that forward references such as
-    'BackendServiceLogConfigArgs' find the class they name."""
+    """Resolves a getter's (or class's) annotations in its module's namespace, so that forward references
+    such as 'BackendServiceLogConfigArgs' find the class they name."""
 
     def resolve() -> Any:
         import pulumi
@@ -257,7 +259,7 @@ def object_schema(cls: type) -> ObjectSchema:
             and name in by_python
         }
     elif typing.is_typeddict(cls):
-        # Not __required_keys__: under `from __future__ import annotations` Python 3.11 misses NotRequired there.
+        # Not __required_keys__: with `from __future__ import annotations`, Python 3.11 misses NotRequired.
         for name, hint in typing.get_type_hints(cls, include_extras=True).items():
             props[name] = Property(name, name, cls, _resolver(cls, cls, name), "")
             marker = typing.get_origin(hint)
@@ -302,7 +304,7 @@ _BULLET_TOKEN = re.compile(
 
 
 def _pure_token_list(text: str) -> tuple[str, ...] | None:
-    """The tokens of a text that is nothing but a list of tokens (`A`, `B` and `C`); None for anything else."""
+    """The tokens of a text that is nothing but a list of tokens (`A`, `B` and `C`); else None."""
     tokens = [
         (m.group("tick") or m.group("quote") or m.group("bare")).strip('"') for m in _TOKEN.finditer(text)
     ]
@@ -337,9 +339,9 @@ def _bullet_list(lines: list[str], start: int) -> tuple[str, ...] | None:
 def documented_values(doc: str) -> tuple[str, ...] | None:
     """The possible values a pulumi docstring lists for a property, or None when it lists none.
 
-    Recognised: "Possible values are: `A`, `B`, `C`." (also without backticks, quoted, or as "Possible values:
-    ["A", "B"]"), and a bullet list under a line ending in "possible values are:". A list mixed with prose is not
-    an enum list, so it is ignored rather than guessed at.
+    Recognised: "Possible values are: `A`, `B`, `C`." (also without backticks, quoted, or as
+    "Possible values: ["A", "B"]"), and a bullet list under a line ending in "possible values are:".
+    A list mixed with prose is not an enum list, so it is ignored rather than guessed at.
     """
     found: list[str] = []
     for match in _INLINE_LIST.finditer(doc):
@@ -375,7 +377,7 @@ def sdk_args_class(type_token: str) -> type | None:
         module = importlib.import_module(python_module)  # a no-op when the program already built this type
     except ImportError:
         return None
-    # One pulumi_gcp token spells its class in lower case (`...:entitlement`), which is also its submodule's name.
+    # One pulumi_gcp token spells its class in lower case (`...:entitlement`), also its submodule's name.
     candidates = (
         getattr(module, name, None) for name in (class_name, class_name[:1].upper() + class_name[1:])
     )
@@ -394,17 +396,17 @@ DYNAMIC_SCHEMAS: dict[str, type] = {}
 
 
 def register_dynamic_schema(type_token: str, inputs_cls: type) -> None:
-    """Declare the inputs (a dataclass, TypedDict or pydantic model; keys as sent) of a dynamic resource type, e.g.
-    `register_dynamic_schema("pulumi-python:dynamic/vertex:ModelDeployment", DeploymentInputs)`."""
+    """Declare the inputs (a dataclass, TypedDict or pydantic model; keys as sent) of a dynamic resource
+    type, e.g. `register_dynamic_schema("pulumi-python:dynamic/vertex:ModelDeployment", DeploymentInputs)`."""
     if not _is_object_class(inputs_cls):
         raise TypeError(f"{inputs_cls!r} is not a dataclass, TypedDict or pydantic model")
     DYNAMIC_SCHEMAS[type_token] = inputs_cls
 
 
 def _dynamic_schema(type_token: str) -> type | None:
-    """The registered schema; else the input class declared next to the one pulumi.dynamic.Resource subclass with
-    this type token: its `INPUTS` attribute, or `<ClassName>Inputs` in its module. The token comes from
-    `class VertexModelDeployment(pulumi.dynamic.Resource, module="vertex", name="ModelDeployment")`."""
+    """The registered schema; else the input class declared next to the one pulumi.dynamic.Resource
+    subclass with this type token: its `INPUTS` attribute, or `<ClassName>Inputs` in its module. The token
+    comes from `class VertexModelDeployment(Resource, module="vertex", name="ModelDeployment")`."""
     if type_token in DYNAMIC_SCHEMAS:
         return DYNAMIC_SCHEMAS[type_token]
     for module_name in DYNAMIC_PROVIDER_MODULES:
@@ -426,7 +428,7 @@ def _dynamic_schema(type_token: str) -> type | None:
         inputs = vars(cls).get("INPUTS") or getattr(module, f"{cls.__name__}Inputs", None)
         if isinstance(inputs, type) and _is_object_class(inputs):
             candidates.append(inputs)
-    # Two classes sharing the default token `pulumi-python:dynamic:Resource` cannot be told apart: do not guess.
+    # Two classes sharing the default token `pulumi-python:dynamic:Resource` cannot be told apart: no guess.
     if len(candidates) != 1:
         return None
     DYNAMIC_SCHEMAS[type_token] = candidates[0]
@@ -434,7 +436,8 @@ def _dynamic_schema(type_token: str) -> type | None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Names and labels (https://cloud.google.com/compute/docs/naming-resources, .../resource-manager/docs/labels-overview)
+# Names and labels: https://cloud.google.com/compute/docs/naming-resources and
+# https://cloud.google.com/resource-manager/docs/labels-overview
 # ----------------------------------------------------------------------------------------------------
 
 _RFC1035 = r"[a-z]([-a-z0-9]*[a-z0-9])?"
@@ -454,7 +457,7 @@ _COMPUTE_NAME = NameRule(
 # (type token prefix, input key) -> rule. Display names (monitoring, Vertex) are free text and are not listed.
 NAME_RULES: dict[tuple[str, str], NameRule] = {
     ("gcp:compute/", "name"): _COMPUTE_NAME,
-    # The provider appends a 26-character timestamp+counter to prefixes of <= 37 characters; 54 is its hard limit.
+    # The provider appends a 26-character timestamp+counter to prefixes <= 37 characters; 54 is its limit.
     ("gcp:compute/", "namePrefix"): NameRule(r"[a-z][-a-z0-9]*", 1, 54, "a lowercase letter, then [-a-z0-9]"),
     # Instances are named base + '-' + 4 random characters, and the result must still be <= 63.
     ("gcp:compute/", "baseInstanceName"): NameRule(_RFC1035, 1, 58, _COMPUTE_NAME.description),
@@ -474,8 +477,8 @@ NAME_RULES: dict[tuple[str, str], NameRule] = {
         r"[1-9][0-9]*", 1, 10, "numeric, no leading zero, <= 10 digits"
     ),
 }
-# Resource labels: the top-level label maps, and the nested ones that label a GCP resource (a template's disks).
-# Other nested `labels` maps are not resource labels (an uptime check's monitoredResource.labels holds a host name).
+# Resource labels: the top-level label maps, and nested ones that label a GCP resource (a template's disks).
+# Other nested `labels` maps are not resource labels (an uptime check's monitoredResource.labels has a host).
 LABEL_KEYS = frozenset({"labels", "userLabels", "resourceLabels"})
 NESTED_LABEL_OWNERS = frozenset(
     {"InstanceTemplateDiskArgs", "RegionInstanceTemplateDiskArgs", "InstanceBootDiskInitializeParamsArgs"}
@@ -537,7 +540,7 @@ class _Walk:
                 message = f"unknown key {key!r}: not an input of {schema.title}"
                 self.add(key_path, "unknown-key", key, message, suggestion, alias)
                 continue
-            # A null the mocks recorded is an output they did not fill in (unknown at preview), not an omission.
+            # A null the mocks recorded is an output they did not fill in (unknown at preview): not omitted.
             present.add(prop.pulumi_name)
             self.value(prop, prop.shape, item, key_path)
         # An SDK enforces top-level required inputs itself, nested ones not; a dynamic resource enforces none.
@@ -545,10 +548,8 @@ class _Walk:
         for missing in sorted(schema.required - present) if dynamic or not top else ():
             python_name = schema.properties[missing].python_name
             spelled = missing if python_name == missing else f"{missing} (python {python_name})"
-            self.add(
-                f"{path}.{missing}" if path else missing, "missing-required", missing,
-                f"{schema.title} requires {spelled}, which this object lacks",
-            )  # fmt: skip
+            message = f"{schema.title} requires {spelled}, which this object lacks"
+            self.add(f"{path}.{missing}" if path else missing, "missing-required", missing, message)
 
     def value(self, prop: Property, shape: Shape, value: Any, path: str) -> None:
         if isinstance(value, dict) and value.get(_SIG_KEY) == _SECRET_SIG:
@@ -574,9 +575,8 @@ class _Walk:
             allowed = shape.enum if shape.enum is not None else prop.allowed_values
             if allowed and not _allowed(value, allowed):
                 close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
-                listed = ", ".join(allowed)
-                self.add(path, "enum", value, f"{value!r} is not one of the documented values: {listed}",
-                         close[0] if close else None)  # fmt: skip
+                message = f"{value!r} is not one of the documented values: {', '.join(allowed)}"
+                self.add(path, "enum", value, message, close[0] if close else None)
 
     def labels(self, labels: Mapping[str, Any], path: str) -> None:
         if len(labels) > 64:
@@ -584,18 +584,14 @@ class _Walk:
         for key, val in labels.items():
             if not _label_text_ok(key, key=True) or not key:
                 fixed = re.sub(r"[^a-z0-9_-]+", "_", key.lower()).lstrip("_-0123456789")[:63] or None
-                self.add(
-                    f"{path}[{key!r}]", "label", key,
-                    f"label key {key!r} must be 1-63 lowercase letters, digits, '_' or '-', starting with a letter",
-                    fixed if fixed != key else None,
-                )  # fmt: skip
+                message = (
+                    f"label key {key!r} must be 1-63 lowercase letters, digits, '_' or '-', from a letter"
+                )
+                self.add(f"{path}[{key!r}]", "label", key, message, fixed if fixed != key else None)
             if isinstance(val, str) and val not in PLACEHOLDERS and not _label_text_ok(val, key=False):
                 fixed = re.sub(r"[^a-z0-9_-]+", "-", val.lower())[:63]
-                self.add(
-                    f"{path}[{key!r}]", "label", val,
-                    f"label value {val!r} must be at most 63 lowercase letters, digits, '_' or '-'",
-                    fixed if fixed != val else None,
-                )  # fmt: skip
+                message = f"label value {val!r} must be at most 63 lowercase letters, digits, '_' or '-'"
+                self.add(f"{path}[{key!r}]", "label", val, message, fixed if fixed != val else None)
 
     def names(self, inputs: Mapping[str, Any]) -> None:
         for (prefix, key), rule in NAME_RULES.items():
@@ -603,12 +599,11 @@ class _Walk:
             if not self.type_token.startswith(prefix) or not isinstance(value, str) or value in PLACEHOLDERS:
                 continue
             if not _name_ok(value, rule):
-                self.add(
-                    key, "name", value,
-                    f"{value!r} ({len(value)} characters) is not a valid {key}: {rule.min_len}-{rule.max_len} "
-                    f"characters, {rule.description} (pattern {rule.pattern})",
-                    _suggest_name(value, rule),
-                )  # fmt: skip
+                message = (
+                    f"{value!r} ({len(value)} characters) is not a valid {key}: "
+                    f"{rule.min_len}-{rule.max_len} characters, {rule.description} (pattern {rule.pattern})"
+                )
+                self.add(key, "name", value, message, _suggest_name(value, rule))
 
 
 def _allowed(value: str, allowed: tuple[str, ...]) -> bool:
@@ -625,7 +620,7 @@ def _skipped(type_token: str) -> bool:
 
 
 def check_resource(type_token: str, inputs: Mapping[str, Any], name: str) -> list[Finding]:
-    """Every finding for one resource, given its Pulumi type token and its inputs as registered (camelCase)."""
+    """Every finding for one resource, given its Pulumi type token and its registered inputs (camelCase)."""
     if _skipped(type_token):
         return []
     # Our dynamic providers all manage GCP resources, so GCP's label rules apply to their `labels` too.
@@ -650,9 +645,9 @@ def check_resource(type_token: str, inputs: Mapping[str, Any], name: str) -> lis
 
 
 def check_resources(resources: list[dict[str, Any]]) -> list[Finding]:
-    """Every finding for the offline plan's resource list (`{"urn", "type", "name", "parent", "inputs"}` each)."""
+    """Every finding for the offline plan's resources (each `{"urn", "type", "name", "parent", "inputs"}`)."""
     findings: list[Finding] = []
-    # The cyclic GC would otherwise walk the ~10^6 objects the SDK modules created at import (~200 ms, measured)
+    # The cyclic GC would otherwise walk the ~10^6 objects the SDK modules created at import (~200 ms)
     # in the middle of a check that itself makes few objects and no garbage cycles worth collecting.
     was_enabled = gc.isenabled()
     gc.disable()
@@ -666,7 +661,7 @@ def check_resources(resources: list[dict[str, Any]]) -> list[Finding]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m components.schema_check PLAN.json` (the output of `python -m components.plan STACK --json`)."""
+    """`python -m components.schema_check PLAN.json` (from `python -m components.plan STACK --json`)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m components.schema_check PLAN.json  (or - for stdin)", file=sys.stderr)

@@ -966,3 +966,18 @@ def test_generated_variations_plan_with_zero_findings(tmp_path, platform, enviro
     types = {r["type"] for r in plan["resources"]}
     assert ("gcp:compute/managedSslCertificate:ManagedSslCertificate" in types) == bool(domain)
     assert [str(f) for f in findings] == []
+
+
+def test_the_offline_plan_exits_2_naming_resource_and_key_path(tmp_path, capsys):
+    from components.plan import main as plan_main
+
+    program = tmp_path / "__main__.py"
+    program.write_text(
+        "import pulumi_gcp as gcp\n"
+        'gcp.compute.BackendService("typo-backend", locality_lb_policy="LEAST_REQEST",\n'
+        '                           log_config={"enable": True, "sampel_rate": 1.0})\n'
+    )
+    assert plan_main(["dev", "--program", str(program)]) == 2
+    err = capsys.readouterr().err
+    assert "'typo-backend'.logConfig.sampel_rate" in err and "did you mean `sample_rate`" in err
+    assert "'typo-backend'.localityLbPolicy" in err and "did you mean `LEAST_REQUEST`?" in err
