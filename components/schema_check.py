@@ -585,7 +585,8 @@ class _Walk:
             if not _label_text_ok(key, key=True) or not key:
                 fixed = re.sub(r"[^a-z0-9_-]+", "_", key.lower()).lstrip("_-0123456789")[:63] or None
                 message = (
-                    f"label key {key!r} must be 1-63 lowercase letters, digits, '_' or '-', from a letter"
+                    f"label key {key!r} must be 1-63 lowercase letters, digits, '_' or '-', "
+                    "starting with a letter"
                 )
                 self.add(f"{path}[{key!r}]", "label", key, message, fixed if fixed != key else None)
             if isinstance(val, str) and val not in PLACEHOLDERS and not _label_text_ok(val, key=False):
