@@ -22,10 +22,18 @@ from .capacity import plan_capacity
 from .config import NAMESPACE, ConfigError, load_config
 from .cost import estimate_cost
 from .mocks import install_mocks, resolve, run_program
-from .schema_check import check_resources
+from .schema_check import Finding, check_resources
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "vllm-gcp"
+
+
+class SchemaError(Exception):
+    """Planned inputs the real provider would reject: a program bug, not a config error."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        super().__init__("\n".join(f"  {finding}" for finding in findings))
+        self.findings = findings
 
 
 def resolve_stack(stack: str) -> tuple[str, Path]:
@@ -89,7 +97,7 @@ def run_plan(
     resources = [r.as_dict() for r in sorted(mocks.resources, key=lambda r: r.urn)]  # async order varies
     findings = check_resources(resources)
     if findings:
-        raise ConfigError([f"schema: {finding}" for finding in findings])
+        raise SchemaError(findings)
     root = pulumi_settings.get_root_resource()
     outputs = {key: resolve(value) for key, value in getattr(root, "outputs", {}).items()}
     return {
@@ -186,6 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         return _print_monitoring(args.stack, rules=args.prometheus_rules)
     try:
         plan = run_plan(args.stack, program=args.program)
+    except SchemaError as error:
+        print(
+            f"error: stack {args.stack}: {len(error.findings)} planned input(s) the provider would reject "
+            f"(docs/plan-fidelity.md):\n{error}",
+            file=sys.stderr,
+        )
+        return 2
     except (ConfigError, pulumi.RunError) as error:
         print(f"error: invalid {NAMESPACE} config for stack {args.stack}:\n{error}", file=sys.stderr)
         return 2
