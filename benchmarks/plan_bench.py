@@ -46,7 +46,9 @@ def main() -> None:
     stacks = sorted(p.stem.removeprefix("Pulumi.") for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))
     floor_s, floor_mb = median_of([sys.executable, "-c", FLOOR])
     print(f"import floor: {floor_s:.2f} s, {floor_mb:.0f} MB (median of {RUNS})")
-    print(f"{'stack':<8} {'wall s':>7} {'x floor':>8} {'peak MB':>8} {'schema s':>9} {'resources':>9}  aiplatform")
+    print(
+        f"{'stack':<8} {'wall s':>7} {'x floor':>8} {'peak MB':>8} {'schema s':>9} {'resources':>9}  aiplatform"
+    )
     for stack in stacks:
         wall, rss = median_of([sys.executable, "-m", "components.plan", stack, "--json"])
         probe = subprocess.run([sys.executable, "-c", PROBE, stack], cwd=ROOT, capture_output=True, text=True)
