@@ -444,3 +444,51 @@ class FakeOpenAIServer:
             "project": "test-project",
             "region": "us-central1",
         }
+
+
+class FakeOpenAIServerProcess:
+    """The same fake in a child process, so it does not compete with the client under test for the GIL: timing
+    tests then measure the client, not the fake's threads. `requests` and `peak_in_flight` are read on exit."""
+
+    def __init__(self, behaviour: FakeBehaviour | None = None) -> None:
+        self.behaviour = behaviour or FakeBehaviour()
+        self.requests: list[RecordedRequest] = []
+        self.peak_in_flight = 0
+        self.base_url = ""
+        self._outputs: dict[str, Any] = {}
+
+    def __enter__(self) -> FakeOpenAIServerProcess:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded test process
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve_in_child, args=(self.behaviour, child), daemon=True)
+        self._process.start()
+        if not self._conn.poll(30):
+            self._process.kill()
+            raise RuntimeError("the fake server process did not start within 30 s")
+        self.base_url, self._outputs = self._conn.recv()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._conn.send("stop")
+            if self._conn.poll(30):
+                self.requests, self.peak_in_flight = self._conn.recv()
+        finally:
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.kill()
+
+    def gce_outputs(self) -> dict[str, Any]:
+        return dict(self._outputs)
+
+    def chat_requests(self) -> Iterator[RecordedRequest]:
+        return (r for r in self.requests if r.path.endswith("/chat/completions"))
+
+
+def _serve_in_child(behaviour: FakeBehaviour, conn: Any) -> None:
+    with FakeOpenAIServer(behaviour) as server:
+        conn.send((server.base_url, server.gce_outputs()))
+        conn.poll(600)  # bounded: the parent sends "stop" when done, or the child gives up after 10 minutes
+        conn.send((server.requests, server.peak_in_flight))

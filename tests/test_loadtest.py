@@ -19,8 +19,9 @@ from components.loadtest import (
     percentile,
     run_load,
     summarize,
+    timed_chat_stream,
 )
-from tests.fake_openai import FakeBehaviour, FakeOpenAIServer
+from tests.fake_openai import FakeBehaviour, FakeOpenAIServer, FakeOpenAIServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,13 +53,13 @@ def test_percentile_rejects_out_of_range() -> None:
 # --- summarize: vllm bench's calculate_metrics on synthetic records -------------------------------------------
 def test_summarize_follows_vllm_bench_definitions() -> None:
     records = [
-        # TTFT 0.1, three gaps, E2EL 0.4 with 4 output tokens -> TPOT (0.4 - 0.1) / 3 = 0.1
+        # TTFT 0.1, three gaps, E2EL 0.7 with 4 output tokens -> TPOT (0.7 - 0.1) / 3 = 0.2
         RequestRecord(
             start_s=0.0,
             success=True,
             ttft_s=0.1,
-            latency_s=0.4,
-            itl_s=[0.0, 0.1, 0.2],
+            latency_s=0.7,
+            itl_s=[0.0, 0.2, 0.4],
             output_tokens=4,
             usage_reported=True,
         ),
@@ -85,29 +86,70 @@ def test_summarize_follows_vllm_bench_definitions() -> None:
     assert report.ttft.mean_s == pytest.approx(0.2)
     assert report.ttft.percentiles_s[50] == pytest.approx(0.2)
     assert report.ttft.percentiles_s[90] == pytest.approx(0.28)
-    assert report.tpot.count == 1 and report.tpot.mean_s == pytest.approx(0.1)
-    # ITL pools the gaps of all requests: [0.0, 0.1, 0.2]
-    assert report.itl.count == 3 and report.itl.percentiles_s[50] == pytest.approx(0.1)
-    assert report.e2el.percentiles_s[99] == pytest.approx(0.399)
+    assert report.tpot.count == 1 and report.tpot.mean_s == pytest.approx(0.2)
+    # ITL pools the gaps of all requests: [0.0, 0.2, 0.4]
+    assert report.itl.count == 3 and report.itl.percentiles_s[50] == pytest.approx(0.2)
+    assert report.e2el.percentiles_s[99] == pytest.approx(0.696)  # 0.3 + 0.99 * (0.7 - 0.3)
     as_json = report.to_json()
-    assert as_json["p99_e2el_ms"] == pytest.approx(399.0)
+    assert as_json["p99_e2el_ms"] == pytest.approx(696.0)
     assert as_json["mean_ttft_ms"] == pytest.approx(200.0)
     assert as_json["errors_by_status"] == {"429": 2, "timeout": 1}
 
 
+# --- one stream, timed with a clock that ticks once per reading --------------------------------------------------
+class TickClock:
+    """Each reading is 1.0 later than the previous one, so every timestamp names the event that read it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_stream_timestamps_follow_vllm_bench() -> None:
+    with FakeOpenAIServer(FakeBehaviour(output_tokens=4)) as server:
+        outputs = parse_outputs(server.gce_outputs())
+
+        async def one() -> RequestRecord:
+            async with build_async_client(outputs, max_retries=0) as client:
+                return await timed_chat_stream(
+                    client, outputs.served_model_name, [{"role": "user", "content": "a b c"}],
+                    max_tokens=16, clock=TickClock(),
+                )  # fmt: skip
+
+        record = asyncio.run(one())
+    # Readings: 1 start, 2 role-only chunk, 3-6 the four tokens, 7 the usage chunk ([DONE] is not yielded).
+    assert record.success and record.text == "echo: a b c"
+    assert record.ttft_s == 1.0  # the role-only chunk counts as the first token, as in vllm bench
+    assert record.itl_s == [1.0, 1.0, 1.0, 1.0]
+    assert record.latency_s == 5.0  # ends at the last chunk with choices, not at the usage chunk
+    assert (record.output_tokens, record.usage_reported, record.model) == (4, True, "gemma-4-26b")
+    report = summarize([record], duration_s=10.0, concurrency=1)
+    assert report.tpot.mean_s == pytest.approx((5.0 - 1.0) / (4 - 1))
+
+
 # --- end to end against the fake's known distribution ---------------------------------------------------------
-# 100 requests; request k (in server arrival order) waits 10 + 2k ms for its first chunk, then 4 tokens 25 ms
-# apart. Client-side overhead only adds latency, so each measured TTFT/E2EL percentile lies in
-# [true, true + slack]; inter-token gaps can shrink or grow by the jitter, so they get a symmetric tolerance.
-SCHEDULE = tuple(0.010 + 0.002 * k for k in range(100))
-ITL = 0.025
+# 50 requests; request k (in server arrival order) waits 16k ms (0..784 ms) for its first chunk, then sends 4 tokens
+# 200 ms apart. The bounds are built not to depend on the machine's speed:
+# - lower bounds are exact: the client's clock starts before the server starts sleeping, so overhead only adds;
+# - upper bounds are generous (300 ms: two CPU hogs on a 2-core box added up to ~200 ms) yet far below what a
+#   wrong definition gives: p50 reported for p90 falls under p90's lower bound (392 < 706 ms), p90 for p99 likewise
+#   (706 < 776 ms), p99 for p50 exceeds p50's upper bound (776 > 392 + 300 ms), and TTFT measured to the end of the
+#   stream is 600 ms too late.
+# Inter-token gaps can shrink or grow with scheduling jitter, so they get a symmetric tolerance.
+SCHEDULE = tuple(0.016 * k for k in range(50))
+ITL = 0.200
 TOKENS = 4
-SLACK = 0.040
+CONCURRENCY = 25
+SLACK = 0.300
 
 
 def test_percentiles_match_the_fake_latency_distribution() -> None:
     behaviour = FakeBehaviour(ttft_schedule_s=SCHEDULE, itl_s=ITL, output_tokens=TOKENS)
-    with FakeOpenAIServer(behaviour) as server:
+    # In its own process, the fake's threads do not compete with the client for the GIL.
+    with FakeOpenAIServerProcess(behaviour) as server:
         outputs = parse_outputs(server.gce_outputs())
 
         async def load() -> tuple[list[RequestRecord], float]:
@@ -116,40 +158,36 @@ def test_percentiles_match_the_fake_latency_distribution() -> None:
                     client,
                     outputs.served_model_name,
                     [[{"role": "user", "content": "tell me a story"}]],
-                    concurrency=10,
+                    concurrency=CONCURRENCY,
                     duration_s=60.0,
                     num_requests=len(SCHEDULE),
                     max_tokens=64,
                 )
 
         records, duration = asyncio.run(load())
-        # The fake served exactly the schedule once: the true distribution is known.
-        served = sorted(r.ttft_s for r in server.chat_requests() if r.ttft_s is not None)
-        assert served == pytest.approx(sorted(SCHEDULE))
-        assert server.peak_in_flight == 10
+    # The fake served exactly the schedule once: the true distribution is known.
+    served = sorted(r.ttft_s for r in server.chat_requests() if r.ttft_s is not None)
+    assert served == pytest.approx(sorted(SCHEDULE))
+    assert server.peak_in_flight == CONCURRENCY
 
-    report = summarize(records, duration, concurrency=10)
-    assert (report.completed, report.failed) == (100, 0)
-    assert report.total_output_tokens == 100 * TOKENS
-    assert report.request_throughput == pytest.approx(100 / duration)
-    assert report.output_throughput == pytest.approx(400 / duration)
+    report = summarize(records, duration, concurrency=CONCURRENCY)
+    assert (report.completed, report.failed) == (50, 0)
+    assert report.total_output_tokens == 50 * TOKENS
+    assert report.request_throughput == pytest.approx(50 / duration)
+    assert report.output_throughput == pytest.approx(50 * TOKENS / duration)
 
-    true_e2el = [t + (TOKENS - 1) * ITL for t in SCHEDULE]
-    for p in (50, 90, 99):
-        true_ttft = percentile(SCHEDULE, p)
-        assert true_ttft - 0.001 <= report.ttft.percentiles_s[p] <= true_ttft + SLACK, p
-        assert (
-            percentile(true_e2el, p) - 0.001
-            <= report.e2el.percentiles_s[p]
-            <= percentile(true_e2el, p) + SLACK
-        )
-    # By hand: p50 = 10 + 2 * 49.5 = 109 ms, p90 = 10 + 2 * 89.1 = 188.2 ms, p99 = 10 + 2 * 98.01 = 206.02 ms.
-    assert percentile(SCHEDULE, 90) == pytest.approx(0.1882)
-    # Per request the gaps are [~0 (vLLM's role chunk -> first token), 25, 25, 25] ms: p50 and p90 are 25 ms.
-    assert report.itl.count == 100 * TOKENS
-    assert report.itl.percentiles_s[50] == pytest.approx(ITL, abs=0.015)
-    assert report.itl.percentiles_s[90] == pytest.approx(ITL, abs=0.015)
-    assert report.tpot.percentiles_s[50] == pytest.approx(ITL, abs=0.015)
+    # By hand: p50 = 16 * 24.5 = 392 ms, p90 = 16 * 44.1 = 705.6 ms, p99 = 16 * 48.51 = 776.16 ms.
+    true_ttft = {50: 0.392, 90: 0.7056, 99: 0.77616}
+    for p, expected in true_ttft.items():
+        assert percentile(SCHEDULE, p) == pytest.approx(expected)
+        assert expected - 0.001 <= report.ttft.percentiles_s[p] <= expected + SLACK, p
+        expected_e2el = expected + (TOKENS - 1) * ITL
+        assert expected_e2el - 0.001 <= report.e2el.percentiles_s[p] <= expected_e2el + SLACK, p
+    # Per request the gaps are [~0 (vLLM's role chunk -> first token), 200, 200, 200] ms: p50 and p90 are 200 ms.
+    assert report.itl.count == 50 * TOKENS
+    assert report.itl.percentiles_s[50] == pytest.approx(ITL, abs=0.1)
+    assert report.itl.percentiles_s[90] == pytest.approx(ITL, abs=0.1)
+    assert report.tpot.percentiles_s[50] == pytest.approx(ITL, abs=0.1)
 
 
 def test_errors_are_counted_by_status_and_kept_out_of_latencies() -> None:
