@@ -202,8 +202,12 @@ def _utcnow_naive() -> dt.datetime:
 
 
 def _default_google_request() -> Any:
-    from google.auth.transport.requests import Request
-
+    try:
+        from google.auth.transport.requests import Request
+    except ImportError:  # google-auth's HTTP transport needs the optional `requests` package
+        raise RuntimeError(
+            "refreshing a Google access token needs the `requests` package: pip install 'google-auth[requests]'"
+        ) from None
     return Request()
 
 
