@@ -245,8 +245,9 @@ class GoogleTokenSource:
                 return
             if self._credentials is None:
                 self._credentials = _application_default_credentials()
+            request = self._request_factory()
             try:
-                self._credentials.refresh(self._request_factory())
+                self._credentials.refresh(request)
             except Exception as error:
                 raise RuntimeError(
                     f"could not refresh the Google access token ({type(error).__name__}); check ADC with "
