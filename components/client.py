@@ -294,3 +294,15 @@ def build_async_client(
     return openai.AsyncOpenAI(
         api_key=api_key, base_url=outputs.openai_base_url, timeout=timeout, max_retries=max_retries
     )
+
+
+def client_from_outputs(
+    outputs: StackOutputs | Mapping[str, Any],
+    *,
+    token_source: Callable[[], Any] | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    max_retries: int = 2,
+) -> openai.AsyncOpenAI:
+    """`build_async_client` for either parsed outputs or the raw mapping `pulumi stack output --json` prints."""
+    parsed = outputs if isinstance(outputs, StackOutputs) else parse_outputs(outputs)
+    return build_async_client(parsed, token_source=token_source, timeout=timeout, max_retries=max_retries)

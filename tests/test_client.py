@@ -19,6 +19,7 @@ from components.client import (
     GoogleTokenSource,
     OutputsError,
     build_async_client,
+    client_from_outputs,
     load_outputs,
     parse_outputs,
     read_outputs_file,
@@ -299,3 +300,15 @@ def test_vertex_client_without_token_source_uses_adc_source() -> None:
     client = build_async_client(parse_outputs(VERTEX))
     assert isinstance(client._api_key_provider, client_module.GoogleTokenSource)
     assert str(client.base_url) == VERTEX["openaiBaseUrl"] + "/"
+
+
+def test_client_from_outputs_accepts_the_raw_mapping() -> None:
+    with FakeOpenAIServer(FakeBehaviour(api_key=API_KEY)) as server:
+
+        async def call() -> list[str]:
+            async with client_from_outputs({**GCE, "openaiBaseUrl": server.base_url}) as client:
+                return [model.id async for model in client.models.list()]
+
+        assert asyncio.run(call()) == ["gemma-4-26b"]
+    with pytest.raises(OutputsError, match="apiKey"):
+        client_from_outputs({**GCE, "apiKey": "[secret]"})
