@@ -8,6 +8,7 @@ from components.capacity import plan_capacity
 from components.config import ConfigError, load_config
 from components.cost import estimate_cost
 from components.monitoring import VllmMonitoring
+from components.naming import deployment_name
 from components.serving_image import ServingImage
 
 try:
@@ -17,16 +18,18 @@ except ConfigError as error:
     raise pulumi.RunError(str(error)) from None
 
 config = loaded.stack
+# One name per stack: the ids derived from it stay unique when several stacks share a GCP project.
+NAME = deployment_name(pulumi.get_stack())
 for warning in config.warnings:
     pulumi.log.warn(warning)
 
-image = ServingImage("vllm", config)
+image = ServingImage(NAME, config)
 
 
 def monitoring_for(**platform_names: Any) -> VllmMonitoring:
     """The four alerts, the dashboard (and on gce the uptime check), narrowed to this deployment's resources."""
     return VllmMonitoring(
-        "vllm",
+        NAME,
         platform=config.platform,
         project=config.project,
         served_model_name=config.model.served_name or "",
@@ -40,9 +43,9 @@ if config.platform == "gce":
     from components.gce_service import VllmGceService
     from components.load_balancer import VllmLoadBalancer
 
-    service = VllmGceService("vllm", config, image.image_ref, loaded.hf_token, loaded.api_keys)
+    service = VllmGceService(NAME, config, image.image_ref, loaded.hf_token, loaded.api_keys)
     front = VllmLoadBalancer(
-        "vllm", config, instance_group=service.instance_group, named_port=service.named_port
+        NAME, config, instance_group=service.instance_group, named_port=service.named_port
     )
     monitoring = monitoring_for(
         uptime_host=config.gce.domain or front.ip_address,
@@ -57,7 +60,7 @@ if config.platform == "gce":
 else:
     from components.vertex_endpoint import VertexVllmEndpoint
 
-    vertex = VertexVllmEndpoint("vllm", config, image.image_ref, loaded.hf_token)
+    vertex = VertexVllmEndpoint(NAME, config, image.image_ref, loaded.hf_token)
     monitoring = monitoring_for(vertex_endpoint_id=vertex.endpoint_id)
     pulumi.export("openaiBaseUrl", vertex.openai_base_url)
     pulumi.export("endpointId", vertex.endpoint_id)

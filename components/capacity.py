@@ -28,6 +28,10 @@ GCS_GB_PER_SECOND = 1.0
 WARMUP_SECONDS = 120  # weight load to GPU, torch.compile and CUDA-graph capture
 MAX_AUTOHEALING_DELAY = 3600  # GCE's limit for autoHealingPolicies.initialDelaySec
 MAX_DEPLOY_TIMEOUT = 7200  # Vertex's limit for the serving container deployment timeout
+# Concurrency: requests average a quarter of maxModelLen (prompt + output), and vLLM batches at most
+# --max-num-seqs sequences (256 by default).
+AVERAGE_REQUEST_SHARE_OF_CONTEXT = 4
+VLLM_MAX_NUM_SEQS = 256
 
 
 def bytes_per_param(model: ModelConfig) -> float:
@@ -67,6 +71,9 @@ class CapacityPlan:
     kv_budget_gb: float
     kv_per_sequence_gb: float
     full_length_sequences: int  # how many maxModelLen sequences fit in the KV budget at once
+    concurrent_requests: (
+        int  # requests of average length (a quarter of maxModelLen) one replica batches at once
+    )
     headroom_gb: float
     data_parallel_size: int  # engines per VM when gpuCount > tensorParallelSize
     cold_start_seconds: int
@@ -129,6 +136,7 @@ def plan_capacity(config: StackConfig) -> CapacityPlan:
             ]
         )
     cold = cold_start_seconds(model)
+    full_length = int(kv_budget // per_seq) if per_seq else 0
     recommended = (weights + per_seq + OVERHEAD_GB_PER_GPU * tp) / model.gpu_memory_utilization
     return CapacityPlan(
         weights_gb=round(weights, 1),
@@ -137,7 +145,8 @@ def plan_capacity(config: StackConfig) -> CapacityPlan:
         available_gb=round(usable + OVERHEAD_GB_PER_GPU * tp, 1),
         kv_budget_gb=round(kv_budget, 1),
         kv_per_sequence_gb=round(per_seq, 2),
-        full_length_sequences=int(kv_budget // per_seq) if per_seq else 0,
+        full_length_sequences=full_length,
+        concurrent_requests=min(VLLM_MAX_NUM_SEQS, max(1, full_length * AVERAGE_REQUEST_SHARE_OF_CONTEXT)),
         headroom_gb=round(usable - weights - per_seq, 1),
         data_parallel_size=hw.gpu_count // tp,
         cold_start_seconds=cold,

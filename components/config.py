@@ -162,6 +162,9 @@ class ScalingConfig(_Model):
     min_replicas: Annotated[int, Field(ge=1, le=100)] = 1
     max_replicas: Annotated[int, Field(ge=1, le=100)] = 1
     target_waiting_requests_per_replica: Annotated[float, Field(gt=0, le=1000)] = 10
+    # Second signal (gce): running requests per replica. Queue depth alone drops to zero once capacity suffices,
+    # which would scale in a busy group; default: 80 % of the planner's concurrency estimate.
+    target_running_requests_per_replica: Annotated[float, Field(gt=0, le=4096)] | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> ScalingConfig:

@@ -58,6 +58,7 @@ from .vllm_args import render_vllm_args
 
 NAMED_PORT = "http"
 AUTOSCALING_METRIC = "prometheus.googleapis.com/vllm:num_requests_waiting/gauge"
+RUNNING_METRIC = "prometheus.googleapis.com/vllm:num_requests_running/gauge"
 HEALTH_PATH = "/health"
 BOOT_DISK_GB = 150
 MIN_CACHE_DISK_GB = 50
@@ -107,6 +108,18 @@ def autoscaler_metric_filter(job: str, served_model_name: str) -> str:
         'resource.type = "prometheus_target" AND resource.labels.cluster = "__gce__" AND '
         f'resource.labels.job = "{job}" AND metric.labels.model_name = "{served_model_name}"'
     )
+
+
+def running_target(config: StackConfig, plan: CapacityPlan) -> float:
+    """Running requests per replica the autoscaler aims for: configured, or 80 % of what one replica batches."""
+    configured = config.scaling.target_running_requests_per_replica
+    return configured if configured is not None else max(1.0, round(0.8 * plan.concurrent_requests))
+
+
+def rollout_timeout_minutes(plan: CapacityPlan, max_replicas: int) -> int:
+    """How long `pulumi up` waits for the group to become stable: surged VMs boot in parallel, so a few cold
+    starts, with room for GPU stockouts that make the MIG retry (Terraform's default, 15 minutes, is too short)."""
+    return max(30, math.ceil(plan.startup_budget_seconds * (2 + max_replicas // 4) / 60))
 
 
 def autoscaler_cooldown_seconds(plan: CapacityPlan) -> int:
@@ -384,6 +397,7 @@ class VllmGceService(pulumi.ComponentResource):
             opts=child,
         )
         zones = list(dict.fromkeys(config.gce.zones))
+        rollout_timeout = f"{rollout_timeout_minutes(capacity, config.scaling.max_replicas)}m"
         self.instance_group_manager = gcp.compute.RegionInstanceGroupManager(
             f"{name}-mig",
             project=project,
@@ -418,11 +432,22 @@ class VllmGceService(pulumi.ComponentResource):
             instance_lifecycle_policy=gcp.compute.RegionInstanceGroupManagerInstanceLifecyclePolicyArgs(
                 default_action_on_failure="REPAIR", force_update_on_repair="YES"
             ),
-            # GPU VMs take many minutes to become healthy; `pulumi up` must not block on them.
-            wait_for_instances=False,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*grants, *secrets]),
+            # The autoscaler owns the size after creation; a new group starts at minReplicas, not at zero.
+            target_size=config.scaling.min_replicas,
+            # `pulumi up` returns only once the group is stable (every VM created and verified healthy). So a group
+            # replaced because its zones changed serves before the old one is deleted (create-before-delete), and
+            # old templates and secret versions are deleted only after a rollout has finished with them.
+            wait_for_instances=True,
+            wait_for_instances_status="STABLE",
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*grants, *secrets],
+                ignore_changes=["targetSize"],
+                custom_timeouts=pulumi.CustomTimeouts(create=rollout_timeout, update=rollout_timeout),
+            ),
         )
         cooldown = autoscaler_cooldown_seconds(capacity)
+        metric_filter = autoscaler_metric_filter(self.prometheus_job, config.model.served_name or "")
         self.autoscaler = gcp.compute.RegionAutoscaler(
             f"{name}-autoscaler",
             project=project,
@@ -433,11 +458,16 @@ class VllmGceService(pulumi.ComponentResource):
                 max_replicas=config.scaling.max_replicas,
                 cooldown_period=cooldown,
                 mode="ON",
+                # Per-group metrics: replicas wanted = sum over the group / target. The autoscaler follows the
+                # larger recommendation: the queue scales out, the running batch keeps a busy group from
+                # scaling in once its queue has drained.
                 metrics=[
                     gcp.compute.RegionAutoscalerAutoscalingPolicyMetricArgs(
-                        name=AUTOSCALING_METRIC,
-                        filter=autoscaler_metric_filter(self.prometheus_job, config.model.served_name or ""),
-                        single_instance_assignment=config.scaling.target_waiting_requests_per_replica,
+                        name=metric, filter=metric_filter, single_instance_assignment=target
+                    )
+                    for metric, target in (
+                        (AUTOSCALING_METRIC, config.scaling.target_waiting_requests_per_replica),
+                        (RUNNING_METRIC, running_target(config, capacity)),
                     )
                 ],
                 scale_in_control=gcp.compute.RegionAutoscalerAutoscalingPolicyScaleInControlArgs(

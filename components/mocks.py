@@ -52,6 +52,8 @@ class RecordedResource:
     parent: str
     inputs: dict[str, Any]
     custom: bool
+    # Resource options the engine acts on (not part of the plan contract): ignoreChanges, customTimeouts, ...
+    options: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -154,6 +156,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {}, []
 
 
+def _options(request: Any) -> dict[str, Any]:
+    timeouts = request.customTimeouts
+    return {
+        "ignoreChanges": list(request.ignoreChanges),
+        "replaceOnChanges": list(request.replaceOnChanges),
+        "deleteBeforeReplace": bool(request.deleteBeforeReplace),
+        "customTimeouts": {"create": timeouts.create, "update": timeouts.update, "delete": timeouts.delete},
+    }
+
+
 class RecordingMonitor(MockMonitor):
     """A MockMonitor that also records the parent and the secret-aware inputs of each registration."""
 
@@ -171,6 +183,7 @@ class RecordingMonitor(MockMonitor):
                     parent=request.parent,
                     inputs=redact(raw),
                     custom=bool(request.custom),
+                    options=_options(request),
                 )
             )
         return response

@@ -28,6 +28,16 @@ def check_component_name(name: str, component: str, max_len: int = MAX_COMPONENT
     return name
 
 
+def deployment_name(stack: str, base: str = "vllm") -> str:
+    """The component name for one stack's deployment: `vllm-<stack>`, GCP-safe and at most 30 characters.
+
+    The ids we choose (secrets, repository, service account) derive from it, so two stacks in one GCP project
+    (dev and staging, or prod and vertex) do not collide.
+    """
+    slug = re.sub(r"[^a-z0-9-]+", "-", stack.lower()).strip("-") or "stack"
+    return short_id(f"{base}-{slug}", max_len=MAX_COMPONENT_NAME)
+
+
 def _digest(text: str, length: int = 6) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 

@@ -111,3 +111,12 @@ def test_cost_scales_with_replicas_and_spot() -> None:
     assert on_demand["maxMonthlyUsd"] == pytest.approx(2 * on_demand["monthlyUsd"], rel=1e-3)
     assert spot["hourlyUsd"] < on_demand["hourlyUsd"]
     assert on_demand["pricesAsOf"] and str(on_demand["source"]).startswith("https://cloud.google.com/")
+
+
+def test_concurrency_estimate_follows_the_kv_budget_and_vllm_batch_limit() -> None:
+    small = plan_capacity(
+        make_config(model={"id": "google/gemma-4-26B-A4B-it", "maxModelLen": 32768}, hardware=A100_80)
+    )
+    roomy = plan_capacity(make_config(model={"maxModelLen": 4096}))  # E4B on an L4 with a short context
+    assert small.concurrent_requests == 4 * small.full_length_sequences  # requests average 1/4 of the context
+    assert roomy.concurrent_requests == 256  # capped at vLLM's default --max-num-seqs

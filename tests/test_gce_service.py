@@ -255,9 +255,25 @@ def test_regional_mig_balanced_over_the_configured_zones(mocks: RecordingMocks) 
     assert mig["distributionPolicyZones"] == config.gce.zones
     assert mig["distributionPolicyTargetShape"] == "BALANCED"
     assert mig["namedPorts"] == [{"name": "http", "port": 8000}]
-    assert mig["waitForInstances"] is False
+    assert mig["waitForInstances"] is True and mig["waitForInstancesStatus"] == "STABLE"
+    assert mig["targetSize"] == config.scaling.min_replicas
     (version,) = mig["versions"]
     assert "/instanceTemplates/llm-template-" in version["instanceTemplate"]
+
+
+def test_group_waits_for_stable_and_leaves_its_size_to_the_autoscaler(mocks: RecordingMocks) -> None:
+    config = make_config(
+        model={"id": "google/gemma-4-26B-A4B-it"},
+        hardware={"machineType": "a2-ultragpu-1g", "gpuType": "nvidia-a100-80gb", "gpuCount": 1},
+        scaling={"minReplicas": 2, "maxReplicas": 4},
+    )
+    service = _service(mocks, config=config)
+    (mig,) = [r for r in mocks.resources if r.type == MIG]
+    assert mig.options["ignoreChanges"] == ["targetSize"]
+    timeout = mig.options["customTimeouts"]
+    assert timeout["create"] == timeout["update"]
+    minutes = int(timeout["create"].removesuffix("m"))
+    assert minutes * 60 >= 2 * service.capacity.startup_budget_seconds  # room for more than one cold start
 
 
 def test_zero_downtime_update_policy(mocks: RecordingMocks) -> None:
@@ -295,13 +311,28 @@ def test_autoscaler_on_queue_depth_per_replica(mocks: RecordingMocks) -> None:
     assert autoscaler["target"].rsplit("/", 1)[1].startswith("llm-mig-")
     assert policy["minReplicas"] == 2 and policy["maxReplicas"] == 5 and policy["mode"] == "ON"
     assert policy["cooldownPeriod"] > capacity.cold_start_seconds
-    (metric,) = policy["metrics"]
+    metric, running = policy["metrics"]
     assert metric["name"] == AUTOSCALING_METRIC == "prometheus.googleapis.com/vllm:num_requests_waiting/gauge"
     assert metric["singleInstanceAssignment"] == 7  # per-group metric: summed queue / 7 = replicas wanted
     assert "utilizationTarget" not in metric
     assert metric["filter"] == autoscaler_metric_filter(service.prometheus_job, "gemma-4-e4b-it")
     assert 'resource.type = "prometheus_target"' in metric["filter"]
     assert policy["scaleInControl"]["maxScaledInReplicas"] == {"fixed": 1}
+    # The running batch keeps a busy group from scaling in once the queue is empty.
+    assert running["name"] == "prometheus.googleapis.com/vllm:num_requests_running/gauge"
+    assert running["filter"] == metric["filter"]
+    assert 0 < running["singleInstanceAssignment"] <= capacity.concurrent_requests
+
+
+@pytest.mark.parametrize(("configured", "expected"), [(None, None), (24, 24)])
+def test_running_target_defaults_to_the_planned_concurrency(
+    mocks: RecordingMocks, configured: float | None, expected: float | None
+) -> None:
+    config = make_config(scaling={"targetRunningRequestsPerReplica": configured})
+    _service(mocks, config=config)
+    running = one(mocks, AUTOSCALER)["autoscalingPolicy"]["metrics"][1]
+    planned = plan_capacity(config).concurrent_requests
+    assert running["singleInstanceAssignment"] == (expected or round(0.8 * planned))
 
 
 def test_ops_agent_scrape_job_matches_the_autoscaler_filter(mocks: RecordingMocks) -> None:

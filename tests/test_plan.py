@@ -149,3 +149,18 @@ def test_schema_findings_fail_the_plan_with_resource_and_key_path(tmp_path: Path
     assert "'b'.localityLbPolicy: 'LEAST_REQEST'" in result.stderr and "LEAST_REQUEST" in result.stderr
     assert "'b'.logConfig.sampel_rate" in result.stderr and "sample_rate" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_stacks_sharing_a_project_choose_distinct_ids() -> None:
+    """prod and vertex share my-project-prod: ids we choose (not auto-named) must not collide (409 at `up`)."""
+    chosen: dict[tuple[str, str, str], str] = {}
+    id_keys = ("secretId", "repositoryId", "accountId", "namePrefix", "baseInstanceName")
+    for stack in STACKS:
+        for resource in run_plan(stack)["resources"]:
+            inputs = resource["inputs"]
+            for key in id_keys:
+                if key in inputs:
+                    slot = (str(inputs.get("project")), resource["type"], str(inputs[key]))
+                    assert slot not in chosen, f"{stack} and {chosen[slot]} both create {slot}"
+                    chosen[slot] = stack
+    assert len({stack for stack in chosen.values()}) == len(STACKS)
