@@ -5,11 +5,11 @@ Run it with any stack (ours, or another team's that imports our components):
     pulumi preview --policy-pack policy                                                # defaults, see below
     pulumi preview --policy-pack policy --policy-pack-config policy/config/prod.json   # prod: all mandatory
 
-Defaults: the three rules whose violation is an incident anywhere (public IP on a GPU VM, a secret in
-metadata, a firewall open to the internet) are mandatory; the rest are advisory. `policy/config/prod.json`
-sets `"all": "mandatory"`, so a prod preview or update fails on any violation. Per-rule settings (the serving
-port, a source allowlist, the GPU budget, ...) are each policy's config: see `config_schema` below and
-docs/ci-cd.md.
+Defaults: the rules whose violation is an incident anywhere (public IP on a GPU VM, a secret in metadata:
+token-shaped, or one of the stack's own secret payloads, a firewall open to the internet) are mandatory; the
+rest are advisory. `policy/config/prod.json` sets `"all": "mandatory"`, so a prod preview or update fails on
+any violation. Per-rule settings (the serving port, a source allowlist, the GPU budget, ...) are each policy's
+config: see `config_schema` below and docs/ci-cd.md.
 
 Pulumi's analyzer runs this file with runpy (`policy/` itself on sys.path); pytest and mypy import it as
 `policy.__main__`, where `__name__` is not "__main__", so importing it does not start the gRPC server.
@@ -43,6 +43,7 @@ from pulumi_policy.proxy import (
     UNKNOWN_OBJECT_VALUE,
     UNKNOWN_STRING_VALUE,
 )
+from pulumi_policy.secret import Secret
 
 try:
     from policy import validators
@@ -61,6 +62,9 @@ _UNKNOWN_SENTINELS = frozenset(
         UNKNOWN_STRING_VALUE,
     }
 )
+
+# Proxies that answer `proxy["__target"]` with the raw tree (the secrets proxy would unwrap `Secret` silently).
+_PROXY_TYPES = ("_DictProxy", "_ListProxy", "_DictSecretsProxy", "_ListSecretsProxy")
 
 # One JSON schema per setting; every policy accepts the settings it reads (the CLI validates the config file).
 _SETTING_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -87,8 +91,12 @@ def plain(value: Any) -> Any:
 
     pulumi-policy wraps inputs in proxies that raise on any unknown value during preview; the validators
     instead treat "[unknown]" as "cannot tell yet, do not flag", so one unknown field does not skip a policy.
+    Secrets: validation (Analyze/AnalyzeStack) gets them as bare plaintext, nothing to do; the remediation path
+    wraps them in `Secret`, which becomes the engine's wire envelope so the validators still see "this is secret".
     """
-    target = value["__target"] if type(value).__name__ in ("_DictProxy", "_ListProxy") else value
+    target = value["__target"] if type(value).__name__ in _PROXY_TYPES else value
+    if isinstance(target, Secret):
+        return {validators.SECRET_SIG_KEY: validators.SECRET_SIG, "value": plain(target.value)}
     if isinstance(target, Mapping):
         return {key: plain(target[key]) for key in target}
     if isinstance(target, Sequence) and not isinstance(target, str):

@@ -4,7 +4,8 @@ A resource is seen exactly as the offline plan records it and as `pulumi preview
 a Pulumi type token (`gcp:compute/instanceTemplate:InstanceTemplate`) and its inputs under their Pulumi schema
 names, camelCase: `networkInterfaces[].accessConfigs`, `scheduling.onHostMaintenance`, `guestAccelerators`...
 Values that cannot be known yet are the string "[unknown]"; values Pulumi holds as secrets are "[secret]" in
-the plan.
+the plan, but plaintext with no marker under a real `pulumi preview` (pulumi-policy unwraps them), which is why
+VLLM_GCP_002 also has a stack-wide check that searches metadata for the stack's own secret payloads.
 
 Every rule has an id (Checkov's or Trivy's where one exists, else `VLLM_GCP_xxx`), a description and a
 remediation, and every violation message carries both the id and the remediation. This module imports nothing
@@ -13,6 +14,9 @@ from Pulumi, so pytest, the offline plan check and the policy pack all call the 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,6 +25,11 @@ from typing import Any
 
 UNKNOWN = "[unknown]"
 SECRET_MARKER = "[secret]"
+# The wire form of a Pulumi secret ({SIG_KEY: SECRET_SIG, "value": plaintext} or "ciphertext"), as the engine sends
+# it to an analyzer and `pulumi stack export` writes it. pulumi-policy's validation path strips it (the policy sees
+# the bare plaintext, with no is-secret marker); the pack's `plain()` turns a remediation-path `Secret` into it.
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 
 # Google's front ends and health checkers: the only sources that must reach a load-balanced backend.
 # https://cloud.google.com/load-balancing/docs/health-check-concepts#ip-ranges
@@ -299,13 +308,33 @@ def _uses_default_service_account(account: Mapping[str, Any]) -> bool:
     return isinstance(email, str) and bool(DEFAULT_SERVICE_ACCOUNT_RE.match(email))
 
 
-def _metadata_texts(inputs: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    for key, value in _dict(inputs.get("metadata")).items():
-        if isinstance(value, str):
-            yield f"metadata[{key!r}]", value
+def is_secret_envelope(value: Any) -> bool:
+    return isinstance(value, Mapping) and value.get(SECRET_SIG_KEY) == SECRET_SIG
+
+
+def reveal(value: Any) -> Any:
+    """`value` without its Pulumi secret envelope: the plaintext, or SECRET_MARKER when it holds only ciphertext."""
+    while is_secret_envelope(value):
+        value = value.get("value", SECRET_MARKER)
+    return value
+
+
+def _metadata_values(inputs: Mapping[str, Any]) -> Iterator[tuple[str, str, bool]]:
+    """(where, text, held as a Pulumi secret) for every metadata value and the startup script."""
+    metadata = inputs.get("metadata")
+    whole_map_secret = is_secret_envelope(metadata)
+    for key, value in _dict(reveal(metadata)).items():
+        text = reveal(value)
+        if isinstance(text, str):
+            yield f"metadata[{key!r}]", text, whole_map_secret or is_secret_envelope(value)
     script = inputs.get("metadataStartupScript")
-    if isinstance(script, str):
-        yield "metadataStartupScript", script
+    if isinstance(reveal(script), str):
+        yield "metadataStartupScript", reveal(script), is_secret_envelope(script)
+
+
+def _metadata_texts(inputs: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    for where, text, _ in _metadata_values(inputs):
+        yield where, text
 
 
 def _is_literal_credential(value: str) -> bool:
@@ -492,11 +521,110 @@ def check_no_secrets_in_metadata(
 ) -> list[str]:
     if resource_type not in VM_TYPES:
         return []
-    return [
-        f"{where} contains {', '.join(found)}."
-        for where, text in _metadata_texts(inputs)
-        if (found := find_secrets(text))
-    ]
+    problems = []
+    for where, text, held_as_secret in _metadata_values(inputs):
+        found = find_secrets(text)
+        if held_as_secret and "a Pulumi secret value" not in found:
+            found.append("a Pulumi secret value")
+        if found:
+            problems.append(f"{where} contains {', '.join(found)}.")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stack secrets in metadata: the secret payloads the stack itself manages, whatever their shape
+
+SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
+# Where each type keeps its secret payload (outputs, as AnalyzeStack sees them; secretData is an input too).
+MANAGED_SECRET_FIELDS: dict[str, tuple[str, ...]] = {
+    SECRET_VERSION: ("secretData",),
+    RANDOM_PASSWORD: ("result",),
+}
+# Shorter payloads ("true", "1") would match innocent text; a real key or token is far longer.
+MIN_MANAGED_SECRET_CHARS = 8
+# A multi-key payload (one key per line or comma) leaks key by key: each token-like part is searched for too.
+_PAYLOAD_PART_RE = re.compile(r"^[A-Za-z0-9_.+=~-]{16,}$")
+
+
+@dataclass(frozen=True)
+class ManagedSecret:
+    """One secret payload of the stack. `value` never appears in a repr or a message: only `fingerprint` does."""
+
+    source: str  # e.g. "random:index/randomPassword:RandomPassword vllm-api-key-value.result"
+    value: str = field(repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        return f"sha256 {hashlib.sha256(self.value.encode()).hexdigest()[:12]}, {len(self.value)} chars"
+
+    def needles(self) -> tuple[str, ...]:
+        """The payload, each key of a multi-key payload, and the payload base64-encoded (cloud-init, env files)."""
+        parts = [p.strip() for p in re.split(r"[\n,]", self.value)]
+        found = [self.value, *(p for p in parts if p != self.value and _PAYLOAD_PART_RE.match(p))]
+        found.append(base64.b64encode(self.value.encode()).decode())
+        return tuple(dict.fromkeys(found))
+
+
+def _known_payload(value: Any) -> str | None:
+    value = reveal(value)
+    if (
+        not isinstance(value, str)
+        or value in (UNKNOWN, SECRET_MARKER)
+        or len(value) < MIN_MANAGED_SECRET_CHARS
+    ):
+        return None  # unknown during preview, or masked (the offline plan): nothing to search for
+    return value
+
+
+def managed_secrets(resources: Sequence[Resource]) -> list[ManagedSecret]:
+    """The known secret payloads of the stack's SecretVersions and RandomPasswords."""
+    found = []
+    for resource in resources:
+        for key in MANAGED_SECRET_FIELDS.get(resource.type, ()):
+            payload = _known_payload(resource.inputs.get(key))
+            if payload is None:
+                continue
+            found.append(ManagedSecret(f"{resource.type} {resource.name}.{key}", payload))
+            if key == "secretData" and _truthy(reveal(resource.inputs.get("isSecretDataBase64"))):
+                try:  # the VM would hold the decoded secret, not the base64 Secret Manager was given
+                    decoded = _known_payload(base64.b64decode(payload, validate=True).decode())
+                except (binascii.Error, UnicodeDecodeError):
+                    decoded = None
+                if decoded is not None:
+                    found.append(ManagedSecret(f"{resource.type} {resource.name}.{key} (decoded)", decoded))
+    return found
+
+
+NO_MANAGED_SECRETS_IN_METADATA = Rule(
+    id="VLLM_GCP_002",
+    name="vm-no-stack-secrets-in-metadata",
+    description=(
+        "Stack-wide part of VLLM_GCP_002: no VM metadata value or startup script contains the value of a secret "
+        "the stack manages (a Secret Manager SecretVersion's secretData, a RandomPassword's result), whatever "
+        "its shape; a real preview hands the pack these values in plaintext, without any secret marker."
+    ),
+    remediation=NO_SECRETS_IN_METADATA.remediation,
+    severity="critical",
+    mandatory_by_default=True,
+)
+
+
+def check_no_managed_secrets_in_metadata(
+    resources: Sequence[Resource], config: GuardrailConfig
+) -> list[tuple[Resource | None, str]]:
+    secrets = managed_secrets(resources)
+    if not secrets:
+        return []
+    problems: list[tuple[Resource | None, str]] = []
+    for vm in (r for r in resources if r.type in VM_TYPES):
+        for where, text in _metadata_texts(vm.inputs):
+            for secret in secrets:
+                if any(needle in text for needle in secret.needles()):
+                    problems.append(
+                        (vm, f"{where} contains the value of {secret.source} ({secret.fingerprint}).")
+                    )
+    return problems
 
 
 FIREWALL_SOURCES = Rule(
@@ -882,6 +1010,7 @@ def check_gpu_budget(
 
 
 STACK_RULES: tuple[StackRule, ...] = (
+    StackRule(NO_MANAGED_SECRETS_IN_METADATA, check_no_managed_secrets_in_metadata),
     StackRule(PROD_HTTPS, check_prod_https),
     StackRule(PROD_REPLICAS, check_prod_replicas),
     StackRule(GPU_BUDGET, check_gpu_budget),

@@ -4,7 +4,9 @@ runs under pulumi-policy's real analyzer, both in-process and as the gRPC server
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +22,7 @@ import yaml
 from google.protobuf import json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import EnforcementLevel, ResourceValidationArgs, StackValidationArgs
+from pulumi_policy.deserialize import SPECIAL_SECRET_SIG, SPECIAL_SIG_KEY, deserialize_properties
 from pulumi_policy.policy import (
     PolicyCustomTimeouts,
     PolicyResource,
@@ -324,6 +327,28 @@ RESOURCE_CASES: list[tuple[v.Rule, str, dict[str, Any], v.GuardrailConfig, bool,
         False,
         "a Pulumi secret interpolated into the script",
     ),
+    (
+        v.NO_SECRETS_IN_METADATA,
+        IT,
+        changed(
+            GOOD_TEMPLATE,
+            "metadata.db-password",
+            {v.SECRET_SIG_KEY: v.SECRET_SIG, "value": "not-token-shaped"},
+        ),
+        v.GuardrailConfig(),
+        False,
+        "a metadata value held as a Pulumi secret (engine wire form)",
+    ),
+    (
+        v.NO_SECRETS_IN_METADATA,
+        IT,
+        changed(
+            GOOD_TEMPLATE, "metadataStartupScript", {v.SECRET_SIG_KEY: v.SECRET_SIG, "ciphertext": "AAEC"}
+        ),
+        v.GuardrailConfig(),
+        False,
+        "an encrypted startup script (stack export form)",
+    ),
     # AVD-GCP-0027: narrow firewall
     (v.FIREWALL_SOURCES, FW, GOOD_FIREWALL, v.GuardrailConfig(), True, "Google front-end ranges only"),
     (
@@ -598,8 +623,118 @@ def vertex_api_shaped(min_replicas: int, max_replicas: int, gpus: int) -> list[v
     return [v.Resource("gcp:vertex/aiEndpointWithModelGardenDeployment:X", "d", deployment, "urn:d")]
 
 
+SECRET_VERSION = v.SECRET_VERSION
+RANDOM_PASSWORD = v.RANDOM_PASSWORD
+# Payloads shaped like what this stack manages: pulumi-random's 48 alphanumerics (length=48, special=False) and a
+# vendor token of no known shape. Neither matches SECRET_PATTERNS: only the stack-wide check can catch them.
+GENERATED_API_KEY = "q7WfK2mZ9xTcR4bNvL8sJ3hYpD6gA1eU5oIzXr0HtBn2MkQw"
+VENDOR_TOKEN = "tok" + "9F3kLmQ2xZ7wR8vB1nC4jH6tY0pD5sAeG"
+SCRIPT_HEAD = GOOD_TEMPLATE["metadata"]["startup-script"]
+
+
+def secret_stack(
+    script_tail: str = "",
+    *,
+    api_key: Any = GENERATED_API_KEY,
+    hf_token: Any = VENDOR_TOKEN,
+    hf_extra: dict[str, Any] | None = None,
+    field: str = "metadata.startup-script",
+) -> list[v.Resource]:
+    """A gce stack with the secret payloads raw, as a real preview's AnalyzeStack sees its outputs."""
+    [template, *rest] = gce_stack()
+    inputs = changed(dict(template.inputs), field, SCRIPT_HEAD + script_tail)
+    return [
+        v.Resource(IT, template.name, inputs, template.urn),
+        *rest,
+        v.Resource(
+            RANDOM_PASSWORD, "vllm-api-key-value", {"length": 48, "special": False, "result": api_key}
+        ),
+        v.Resource(
+            SECRET_VERSION,
+            "vllm-hf-token-version",
+            {"secret": "projects/123456789012/secrets/vllm-hf-token", "secretData": hf_token}
+            | (hf_extra or {}),
+        ),
+    ]
+
+
+def wire(value: str) -> dict[str, str]:
+    """A secret as the engine marshals it to an analyzer (MarshalOptions KeepSecrets)."""
+    return {v.SECRET_SIG_KEY: v.SECRET_SIG, "value": value}
+
+
 PROD = v.GuardrailConfig(environment="prod")
 STACK_CASES: list[tuple[v.Rule, Callable[[], tuple[list[v.Resource], v.GuardrailConfig]], bool, str]] = [
+    # VLLM_GCP_002 (stack-wide): the stack's own secret payloads never reach metadata
+    (
+        v.NO_MANAGED_SECRETS_IN_METADATA,
+        lambda: (secret_stack(), v.GuardrailConfig()),
+        True,
+        "only Secret Manager names in the startup script",
+    ),
+    (
+        v.NO_MANAGED_SECRETS_IN_METADATA,
+        lambda: (secret_stack(f'VLLM_API_KEY="{GENERATED_API_KEY}"\n'), v.GuardrailConfig()),
+        False,
+        "RandomPassword result inside metadata.startup-script",
+    ),
+    (
+        v.NO_MANAGED_SECRETS_IN_METADATA,
+        lambda: (secret_stack(f"docker login -p {VENDOR_TOKEN}\n"), v.GuardrailConfig()),
+        False,
+        "SecretVersion secretData inside metadata.startup-script",
+    ),
+    (
+        v.NO_MANAGED_SECRETS_IN_METADATA,
+        lambda: (
+            secret_stack(
+                f"KEY={GENERATED_API_KEY}", field="metadataStartupScript", api_key=wire(GENERATED_API_KEY)
+            ),
+            v.GuardrailConfig(),
+        ),
+        False,
+        "wire-form RandomPassword result inside metadataStartupScript",
+    ),
+    (
+        v.NO_MANAGED_SECRETS_IN_METADATA,
+        lambda: (
+            secret_stack(
+                f"T={VENDOR_TOKEN}",
+                hf_token=base64.b64encode(VENDOR_TOKEN.encode()).decode(),
+                hf_extra={"isSecretDataBase64": True},
+            ),
+            v.GuardrailConfig(),
+        ),
+        False,
+        "decoded value of a base64 secretData",
+    ),
+    (
+        v.NO_MANAGED_SECRETS_IN_METADATA,
+        lambda: (
+            secret_stack(f"K={VENDOR_TOKEN}", hf_token=f"{GENERATED_API_KEY}\n{VENDOR_TOKEN}\n"),
+            v.GuardrailConfig(),
+        ),
+        False,
+        "one key of a multi-key secretData",
+    ),
+    (
+        v.NO_MANAGED_SECRETS_IN_METADATA,
+        lambda: (
+            secret_stack(f"echo {base64.b64encode(GENERATED_API_KEY.encode()).decode()} | base64 -d"),
+            v.GuardrailConfig(),
+        ),
+        False,
+        "base64-encoded RandomPassword result",
+    ),
+    (
+        v.NO_MANAGED_SECRETS_IN_METADATA,
+        lambda: (
+            secret_stack("# [secret] [unknown]\n", api_key=v.UNKNOWN, hf_token=v.SECRET_MARKER),
+            v.GuardrailConfig(),
+        ),
+        True,
+        "unknown or masked payloads (preview of a new stack, offline plan) give nothing to search for",
+    ),
     # VLLM_GCP_005: HTTPS in prod
     (v.PROD_HTTPS, lambda: (gce_stack(), PROD), True, "cert and HTTPS proxy"),
     (v.PROD_HTTPS, lambda: (gce_stack(https=False), PROD), False, "HTTP-only prod load balancer"),
@@ -706,6 +841,33 @@ def test_gpu_budget_message_shows_the_arithmetic() -> None:
     assert detail == (
         "20 GPUs at max scale exceed the budget of 16 (vllm-prod-mig: 4 GPU(s)/VM x maxReplicas 5)."
     )
+
+
+def test_stack_secret_messages_name_the_source_and_a_fingerprint_never_the_value() -> None:
+    script = f"printf %s {GENERATED_API_KEY} > /etc/vllm/key\ncurl -H 'X-Token: {VENDOR_TOKEN}' ...\n"
+    assert v.find_secrets(script) == []  # the per-resource patterns are blind to both payloads
+    problems = v.check_no_managed_secrets_in_metadata(secret_stack(script), v.GuardrailConfig())
+    details = [detail for _, detail in problems]
+    assert {culprit.name for culprit, _ in problems if culprit} == {"vllm-prod-template"}
+    fingerprint = hashlib.sha256(GENERATED_API_KEY.encode()).hexdigest()[:12]
+    assert (
+        "metadata['startup-script'] contains the value of random:index/randomPassword:RandomPassword "
+        f"vllm-api-key-value.result (sha256 {fingerprint}, 48 chars)."
+    ) in details
+    assert any("vllm-hf-token-version.secretData" in d for d in details)
+    report = v.evaluate_stack(secret_stack(script))
+    for text in [*details, report.render(), repr(v.managed_secrets(secret_stack()))]:
+        for secret in (GENERATED_API_KEY, VENDOR_TOKEN, GENERATED_API_KEY[:16], VENDOR_TOKEN[:16]):
+            assert secret not in text
+
+
+def test_short_payloads_are_not_searched_for() -> None:
+    """A 3-char secretData ("yes") would match innocent metadata; the check ignores payloads under 8 chars."""
+    resources = secret_stack("enable=yes\n", hf_token="yes")
+    assert [s.source for s in v.managed_secrets(resources)] == [
+        f"{RANDOM_PASSWORD} vllm-api-key-value.result"
+    ]
+    assert v.check_no_managed_secrets_in_metadata(resources, v.GuardrailConfig()) == []
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -971,6 +1133,70 @@ def test_stack_policy_uses_its_config_and_reports_the_culprit_urn() -> None:
     assert dev.reported == []
 
 
+def test_secret_wire_constants_are_pulumi_policys() -> None:
+    assert (v.SECRET_SIG_KEY, v.SECRET_SIG) == (SPECIAL_SIG_KEY, SPECIAL_SECRET_SIG)
+
+
+def _wire_stack(script_tail: str) -> list[dict[str, Any]]:
+    """secret_stack() as the engine marshals AnalyzeStack's outputs: the payloads (and the metadata built from
+    them, which Pulumi marks secret too) in the secret envelope."""
+    records = []
+    for r in secret_stack(script_tail):
+        inputs = dict(r.inputs)
+        for key in ("result", "secretData"):
+            if key in inputs:
+                inputs[key] = wire(inputs[key])
+        if r.type == IT:
+            inputs["metadata"] = dict(
+                inputs["metadata"], **{"startup-script": wire(inputs["metadata"]["startup-script"])}
+            )
+        records.append({"type": r.type, "name": r.name, "urn": r.urn or f"urn:{r.name}", "inputs": inputs})
+    return records
+
+
+@pytest.mark.parametrize("proxy_secrets", [False, True], ids=["validation-path", "remediation-path"])
+def test_stack_secret_policy_sees_payloads_in_both_pulumi_policy_shapes(proxy_secrets: bool) -> None:
+    """pulumi-policy 1.21 unwraps secrets to bare plaintext for validation (deserialize_properties(props)) and
+    to `Secret` objects behind a secrets proxy for remediation (proxy_secrets=True); both must be caught."""
+    policy = _policy(v.NO_MANAGED_SECRETS_IN_METADATA.name)
+    assert isinstance(policy, StackValidationPolicy)
+    assert policy.enforcement_level == EnforcementLevel.MANDATORY
+
+    def run(script_tail: str) -> list[tuple[str, str | None]]:
+        resources = [
+            PolicyResource(
+                r["type"],
+                unknown_checking_proxy(
+                    deserialize_properties(json.loads(json.dumps(r["inputs"])), proxy_secrets)
+                ),
+                r["urn"],
+                r["name"],
+                OPTIONS,
+                None,
+                None,
+                [],
+                {},
+            )
+            for r in _wire_stack(script_tail)
+        ]
+        recorder = Recorder()
+        policy.validate(StackValidationArgs(resources, {}), recorder)
+        return recorder.reported
+
+    assert run("") == []
+    [(message, urn)] = run(f"export VLLM_API_KEY={GENERATED_API_KEY}\n")
+    assert urn == "urn:it" and message.startswith(
+        "[VLLM_GCP_002] vllm-prod-template: metadata['startup-script']"
+    )
+    assert "vllm-api-key-value.result (sha256 " in message and GENERATED_API_KEY not in message
+
+
+def test_plain_keeps_a_remediation_secret_recognisable() -> None:
+    props = deserialize_properties({"a": {SPECIAL_SIG_KEY: SPECIAL_SECRET_SIG, "value": "s3cr3t"}}, True)
+    assert plain(unknown_checking_proxy(props)) == {"a": wire("s3cr3t")}
+    assert plain(unknown_checking_proxy(deserialize_properties({"a": wire("s3cr3t")}))) == {"a": "s3cr3t"}
+
+
 @pytest.fixture(scope="module")
 def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
     """The pack as the Pulumi CLI starts it: `python -m pulumi.policy ENGINE policy/`, a gRPC server on 127.0.0.1."""
@@ -1103,3 +1329,71 @@ def test_grpc_pack_passes_every_committed_stack_with_its_ci_config(
         )
         messages += [d.message for d in analyzer.AnalyzeStack(stack_request, timeout=30).diagnostics]
         assert messages == [], f"stack {stack}: {messages}"
+
+
+def test_grpc_pack_blocks_a_stack_payload_in_the_startup_script(
+    analyzer: analyzer_pb2_grpc.AnalyzerStub,
+) -> None:
+    """AnalyzeStack exactly as a real preview sends it: outputs with secrets in the engine's envelope, which
+    pulumi-policy strips before the policy runs (no marker reaches it). Default enforcement: mandatory."""
+    analyzer.Configure(
+        analyzer_pb2.ConfigureAnalyzerRequest(
+            policyConfig={
+                v.NO_MANAGED_SECRETS_IN_METADATA.name: analyzer_pb2.PolicyConfig(
+                    enforcementLevel=analyzer_pb2.MANDATORY
+                )
+            }
+        ),
+        timeout=30,
+    )
+
+    def diagnostics(script_tail: str) -> list[Any]:
+        request = analyzer_pb2.AnalyzeStackRequest(
+            resources=[
+                analyzer_pb2.AnalyzerResource(
+                    type=r["type"], properties=_struct(r["inputs"]), urn=r["urn"], name=r["name"]
+                )
+                for r in _wire_stack(script_tail)
+            ]
+        )
+        response = analyzer.AnalyzeStack(request, timeout=30)
+        return [d for d in response.diagnostics if d.policyName == v.NO_MANAGED_SECRETS_IN_METADATA.name]
+
+    assert diagnostics("") == []
+    found = diagnostics(f"docker login -p {VENDOR_TOKEN}\n")
+    assert len(found) == 1 and found[0].enforcementLevel == analyzer_pb2.MANDATORY
+    assert "[VLLM_GCP_002]" in found[0].message and "vllm-hf-token-version.secretData" in found[0].message
+    assert VENDOR_TOKEN not in found[0].message and found[0].urn == "urn:it"
+
+
+def _revealed(stack: str) -> list[v.Resource]:
+    """The committed plan with its masked payloads given raw values, as a real preview of a deployed stack shows."""
+    payloads = iter([GENERATED_API_KEY, VENDOR_TOKEN, "x" * 40, "y" * 40])
+    resources = []
+    for r in planned(stack):
+        inputs = dict(r.inputs)
+        if r.type == v.SECRET_VERSION:
+            inputs["secretData"] = next(payloads)
+        if r.type == v.RANDOM_PASSWORD:
+            inputs["result"] = next(payloads)
+        resources.append(v.Resource(r.type, r.name, inputs, r.urn))
+    return resources
+
+
+@pytest.mark.parametrize("stack", committed_stacks())
+def test_committed_stack_metadata_holds_none_of_its_revealed_secrets(stack: str) -> None:
+    resources = _revealed(stack)
+    secrets = v.managed_secrets(resources)
+    assert secrets, f"stack {stack} manages no secret payloads: the check would be vacuous"
+    assert v.check_no_managed_secrets_in_metadata(resources, v.GuardrailConfig()) == []
+    vms = [r for r in resources if r.type in v.VM_TYPES]
+    if not vms:
+        return  # the Vertex stack has no VM metadata to leak into
+    target = vms[0]
+    leaked = changed(
+        dict(target.inputs),
+        "metadata.startup-script",
+        target.inputs["metadata"]["startup-script"] + f"\nK={secrets[0].value}\n",
+    )
+    problems = v.check_no_managed_secrets_in_metadata(_mutate(resources, target, leaked), v.GuardrailConfig())
+    assert [c.name for c, _ in problems if c] == [target.name], problems
