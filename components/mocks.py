@@ -94,6 +94,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
     project: str = "mock-project"
     region: str = "us-central1"
     resources: list[RecordedResource] = field(default_factory=list)
+    # What each component passed to register_outputs, by URN (secrets and unknowns marked as in `inputs`).
+    component_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # -- computed outputs, in each provider's real format ------------------------------------------------------
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
@@ -187,6 +189,11 @@ class RecordingMonitor(MockMonitor):
                 )
             )
         return response
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:  # gRPC method name
+        outputs = json_format.MessageToDict(request.outputs, preserving_proto_field_name=True)
+        self.mocks.component_outputs[request.urn] = redact(outputs)
+        return super().RegisterResourceOutputs(request)
 
 
 def install_mocks(

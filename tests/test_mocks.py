@@ -74,3 +74,14 @@ def test_package_exports_load_lazily_and_match_the_list() -> None:
         assert getattr(components, name).__name__ == name
     with pytest.raises(AttributeError):
         _ = components.NotAThing
+
+
+def test_component_outputs_are_recorded(mocks) -> None:
+    class Thing(pulumi.ComponentResource):
+        def __init__(self, name: str) -> None:
+            super().__init__("test:index:Thing", name)
+            self.register_outputs({"answer": 42, "token": pulumi.Output.secret("shh")})
+
+    run_program(lambda: Thing("t"))
+    (outputs,) = [v for k, v in mocks.component_outputs.items() if k.endswith("::t")]
+    assert outputs == {"answer": 42, "token": "[secret]"}
