@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.capacity import kv_gb, plan_capacity, weights_gb
+from components.capacity import OVERHEAD_GB_PER_GPU, kv_gb, plan_capacity, weights_gb
 from components.config import ConfigError
 from components.cost import estimate_cost
 from tests.conftest import make_config
@@ -31,7 +31,9 @@ def test_seed_gpu_memory_table(
     )
     plan = plan_capacity(config)
     assert round(plan.min_gb) == min_gb  # minimum = the weights
-    assert plan.min_gb < plan.recommended_gb <= rec_gb  # recommended fits within the seed's figure
+    # Recommended: the weights plus one full-length sequence of KV cache, within the seed's figure.
+    assert plan.min_gb + kv_gb(config.model, context) <= plan.recommended_gb <= rec_gb
+    assert plan.recommended_gb >= plan.min_gb + kv_gb(config.model, context) + OVERHEAD_GB_PER_GPU
 
 
 def test_the_issue_example_fails_with_needed_available_and_fixes() -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pulumi
@@ -14,7 +18,6 @@ from components.config import ConfigError, StackConfig
 from components.gce_service import (
     AUTOSCALING_METRIC,
     VllmGceService,
-    autoscaler_metric_filter,
     disk_type_for,
     model_cache_disk_gb,
     prometheus_job_name,
@@ -315,7 +318,10 @@ def test_autoscaler_on_queue_depth_per_replica(mocks: RecordingMocks) -> None:
     assert metric["name"] == AUTOSCALING_METRIC == "prometheus.googleapis.com/vllm:num_requests_waiting/gauge"
     assert metric["singleInstanceAssignment"] == 7  # per-group metric: summed queue / 7 = replicas wanted
     assert "utilizationTarget" not in metric
-    assert metric["filter"] == autoscaler_metric_filter(service.prometheus_job, "gemma-4-e4b-it")
+    assert metric["filter"] == (  # written out: the autoscaler matches no series if any part is wrong
+        'resource.type = "prometheus_target" AND resource.labels.cluster = "__gce__" AND '
+        f'resource.labels.job = "{service.prometheus_job}" AND metric.labels.model_name = "gemma-4-e4b-it"'
+    )
     assert 'resource.type = "prometheus_target"' in metric["filter"]
     assert policy["scaleInControl"]["maxScaledInReplicas"] == {"fixed": 1}
     # The running batch keeps a busy group from scaling in once the queue is empty.
@@ -407,6 +413,26 @@ def test_service_account_id_is_valid_and_deterministic(name: str) -> None:
     account_id = service_account_id(name)
     assert 6 <= len(account_id) <= 30 and re.fullmatch(r"[a-z][-a-z0-9]*[a-z0-9]", account_id), account_id
     assert service_account_id(name) == account_id
+
+
+def test_long_service_account_ids_do_not_depend_on_the_process() -> None:
+    # Python's hash() changes with PYTHONHASHSEED; the id must not, or every `pulumi up` replaces the account.
+    name = "x" * 30
+    # 30 chars at most: 20 of the name + "-" + 6 hex of its sha256 + "-vm".
+    expected = "x" * 20 + "-" + hashlib.sha256(name.encode()).hexdigest()[:6] + "-vm"
+    assert service_account_id(name) == expected
+    other_seed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from components.naming import service_account_id; print(service_account_id({name!r}))",
+        ],
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert other_seed.stdout.strip() == expected
 
 
 def test_long_names_sharing_a_prefix_get_distinct_service_accounts() -> None:
