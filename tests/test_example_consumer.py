@@ -22,20 +22,40 @@ CONSUMER = ROOT / "examples" / "consumer"
 HF_TOKEN = "hf_FAKEconsumerTOKEN0123456789abcdefABCDEF"
 
 
+CONSUMER_CONFIG = {
+    "gcp:project": "consumer-project",
+    "gcp:region": "us-central1",
+    "vllm-consumer:hfToken": HF_TOKEN,
+}
+
+
+def _run_consumer(program: Path) -> tuple[RecordingMocks, dict[str, Any]]:
+    """Run a consumer program as `pulumi up` would, under the recording mocks, with the consumer's config."""
+    pulumi.runtime.set_all_config(CONSUMER_CONFIG, ["vllm-consumer:hfToken"])
+    try:
+        mocks = install_mocks(project="consumer-project", region="us-central1", stack="staging")
+        run_program(lambda: runpy.run_path(str(program), run_name="__main__"))
+        root = settings.get_root_resource()
+        outputs = {key: resolve(value) for key, value in getattr(root, "outputs", {}).items()}
+    finally:
+        # Even when the program fails: later tests must not see the consumer's config (or its token).
+        pulumi.runtime.set_all_config({}, [])
+    return mocks, outputs
+
+
 @pytest.fixture
 def consumer(monkeypatch: pytest.MonkeyPatch) -> tuple[RecordingMocks, dict[str, Any]]:
-    """Run the consumer's __main__.py as `pulumi up` would, under the recording mocks."""
-    pulumi.runtime.set_all_config(
-        {"gcp:project": "consumer-project", "gcp:region": "us-central1", "vllm-consumer:hfToken": HF_TOKEN},
-        ["vllm-consumer:hfToken"],
-    )
-    mocks = install_mocks(project="consumer-project", region="us-central1", stack="staging")
     monkeypatch.chdir(CONSUMER)
-    run_program(lambda: runpy.run_path(str(CONSUMER / "__main__.py"), run_name="__main__"))
-    root = settings.get_root_resource()
-    outputs = {key: resolve(value) for key, value in getattr(root, "outputs", {}).items()}
-    pulumi.runtime.set_all_config({}, [])
-    return mocks, outputs
+    return _run_consumer(CONSUMER / "__main__.py")
+
+
+def test_a_failing_consumer_run_leaves_no_config_behind(tmp_path: Path) -> None:
+    failing = tmp_path / "__main__.py"
+    failing.write_text("raise RuntimeError('consumer program failed')\n")
+    with pytest.raises(Exception, match="consumer program failed"):
+        _run_consumer(failing)
+    assert all(pulumi.runtime.get_config(key) is None for key in CONSUMER_CONFIG)
+    assert not pulumi.runtime.is_config_secret("vllm-consumer:hfToken")
 
 
 def _inputs(mocks: RecordingMocks, type_: str) -> dict[str, Any]:

@@ -100,7 +100,9 @@ def test_thresholds_from_config_reach_the_policies(mocks: RecordingMocks) -> Non
 
 def test_notification_channels(mocks: RecordingMocks) -> None:
     _build(mocks, notification_channels=["42", "projects/other/notificationChannels/7"])
-    for policy in _policies(mocks).values():
+    policies = _policies(mocks)
+    assert len(policies) == 4  # the loop below must not pass vacuously
+    for policy in policies.values():
         assert policy["notificationChannels"] == [
             "projects/test-project/notificationChannels/42",
             "projects/other/notificationChannels/7",
@@ -109,7 +111,9 @@ def test_notification_channels(mocks: RecordingMocks) -> None:
 
 def test_no_channels_means_none_attached(mocks: RecordingMocks) -> None:
     _build(mocks)
-    assert all(not policy.get("notificationChannels") for policy in _policies(mocks).values())
+    policies = _policies(mocks)
+    assert len(policies) == 4  # all() of nothing would be true
+    assert all(not policy.get("notificationChannels") for policy in policies.values())
 
 
 def test_bad_channel_is_a_clear_error() -> None:
@@ -220,10 +224,50 @@ def test_bad_inputs_fail_at_construction(mocks: RecordingMocks, kwargs: dict[str
     assert not mocks.resources
 
 
-def test_outputs_are_registered(mocks: RecordingMocks) -> None:
+UPTIME_CHECK_ID = "vllm-health-0123456789"
+
+
+def _registered(mocks: RecordingMocks) -> dict[str, Any]:
+    (component,) = _of_type(mocks, "vllm-gcp:monitoring:VllmMonitoring")
+    return mocks.component_outputs[component.urn]
+
+
+def _with_uptime_check_id(mocks: RecordingMocks, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recording mocks compute no uptimeCheckId; a None output is dropped from register_outputs, so give
+    the uptime check one (as the provider would) to see it flow through."""
+    new_resource = mocks.new_resource
+
+    def with_id(args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        resource_id, state = new_resource(args)
+        return resource_id, state | ({"uptimeCheckId": UPTIME_CHECK_ID} if args.typ == UPTIME else {})
+
+    monkeypatch.setattr(mocks, "new_resource", with_id)
+
+
+def test_outputs_are_registered(mocks: RecordingMocks, monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_uptime_check_id(mocks, monkeypatch)
     built = _build(mocks, uptime_host="llm.example.com")
     component: VllmMonitoring = built["component"]
-    assert set(component.alert_policy_names) == {"queue-depth", "kv-cache", "p99-latency", "error-rate"}
-    assert all(isinstance(v, pulumi.Output) for v in component.alert_policy_names.values())
-    assert isinstance(component.uptime_check_id, pulumi.Output)
-    assert isinstance(component.dashboard_id, pulumi.Output)
+    registered = _registered(mocks)
+    assert set(registered) == {"alertPolicyNames", "dashboardId", "dashboardUrl", "uptimeCheckId"}
+    names = registered["alertPolicyNames"]
+    assert set(names) == {"queue-depth", "kv-cache", "p99-latency", "error-rate"}
+    for key, policy_name in names.items():
+        # each key carries its own policy's provider name (the mocks auto-name as LOGICAL-NAME-HASH)
+        assert policy_name.startswith(f"llm-mon-{key}-"), key
+        assert policy_name == resolve(component.alert_policy_names[key])
+    assert registered["dashboardId"].startswith("llm-mon-dashboard-")
+    assert registered["dashboardId"] == resolve(component.dashboard_id)
+    assert registered["dashboardUrl"] == resolve(component.dashboard_url)
+    assert registered["dashboardUrl"].endswith(f"/{registered['dashboardId']}?project={PROJECT}")
+    assert registered["uptimeCheckId"] == UPTIME_CHECK_ID == resolve(component.uptime_check_id)
+
+
+def test_no_uptime_check_id_is_registered_without_an_uptime_check(
+    mocks: RecordingMocks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _with_uptime_check_id(mocks, monkeypatch)
+    _build(mocks)
+    registered = _registered(mocks)
+    assert set(registered) == {"alertPolicyNames", "dashboardId", "dashboardUrl"}
+    assert len(registered["alertPolicyNames"]) == 4
