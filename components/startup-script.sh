@@ -6,13 +6,19 @@
 # script that runs on the VM is exactly this file plus that block. It runs as root on every boot
 # (GCE `startup-script` metadata) and is idempotent. See docs/gce-boot.md.
 #
-# Secrets: only Secret Manager resource names are in this script. Their values are fetched at boot with
-# the VM service account's metadata-server token, written to a root-only env file on tmpfs and passed with
-# `docker run --env-file`: never on a command line, never logged.
+# Secrets: only Secret Manager resource names are in this script. Their values are fetched on every boot
+# with the VM service account's metadata-server token and written to a root-only env file on tmpfs
+# (/run/vllm-secrets/vllm.env). That directory is bind-mounted read-only into the container, whose
+# entrypoint sources the file and execs `vllm serve`: the values are never on a command line, never in the
+# container's Docker config (`docker inspect`, /var/lib/docker), never on a disk, never logged.
+#
+# Reboots: dockerd restarts the container (--restart unless-stopped) before this script runs. /etc/fstab
+# mounts the model cache before docker.service starts, and the script restarts the container once the
+# secrets are written and checks that its cache bind mount is on the cache disk (docs/gce-boot.md).
 #
 # Test hooks (for tests/test_startup_script.py only; real VMs never set them). A URL override must point to
 # http://127.0.0.1, anything else is refused:
-#   VLLM_GCP_TEST_ROOT                    prefix for every host path (/run, /mnt, /dev/disk/by-id, /etc/...)
+#   VLLM_GCP_TEST_ROOT                    prefix for every host path (/run, /mnt, /dev/disk/by-id, /etc, /proc)
 #   VLLM_GCP_TEST_METADATA_URL            instead of http://metadata.google.internal
 #   VLLM_GCP_TEST_SECRET_MANAGER_URL      instead of https://secretmanager.googleapis.com
 #   VLLM_GCP_TEST_OPS_AGENT_INSTALLER_URL instead of Google's add-google-cloud-ops-agent-repo.sh
@@ -27,12 +33,24 @@ readonly SECRET_MANAGER_URL="${VLLM_GCP_TEST_SECRET_MANAGER_URL:-https://secretm
 readonly OPS_AGENT_INSTALLER_URL="${VLLM_GCP_TEST_OPS_AGENT_INSTALLER_URL:-https://dl.google.com/cloudagents/add-google-cloud-ops-agent-repo.sh}"
 
 readonly STATE_DIR="${ROOT}/run/vllm-gcp"            # /run is tmpfs: nothing here survives a reboot
-readonly SECRETS_DIR="${STATE_DIR}/secrets"           # removed again when this script exits
-readonly ENV_FILE="${SECRETS_DIR}/vllm.env"
+readonly SECRETS_DIR="${STATE_DIR}/secrets"           # token, registry login: removed when this script exits
 readonly AUTH_HEADER_FILE="${SECRETS_DIR}/authorization-header"
 readonly TOKEN_FILE="${SECRETS_DIR}/metadata-token.json"
+# The container's secrets, on tmpfs too; kept until shutdown because the container re-reads them whenever
+# Docker restarts it. The directory is never removed: the container's bind mount holds on to its inode.
+readonly VLLM_SECRETS_DIR="${ROOT}/run/vllm-secrets"
+readonly ENV_FILE="${VLLM_SECRETS_DIR}/vllm.env"
+readonly VLLM_SECRETS_DIR_IN_CONTAINER="/run/vllm-secrets"
+# The container's command: `sh -c ENTRYPOINT_SCRIPT vllm-serve ARGS...`. The image's own entrypoint is
+# `vllm serve`; this one exports the secrets from the file first, so they never enter Docker's config.
+readonly ENTRYPOINT_SCRIPT="set -a; . ${VLLM_SECRETS_DIR_IN_CONTAINER}/vllm.env; set +a; exec vllm serve \"\$@\""
 readonly DEVICE="${ROOT}/dev/disk/by-id/google-${MODEL_CACHE_DEVICE_NAME}"
 readonly MOUNT_POINT="${ROOT}/mnt/disks/${MODEL_CACHE_DEVICE_NAME}"
+readonly FSTAB="${ROOT}/etc/fstab"
+# nofail: boot goes on without the disk (a blank local SSD after a stop). x-systemd.before: when the disk is
+# there, systemd mounts it before dockerd restarts the container, so the cache bind mount sees the disk.
+readonly FSTAB_OPTIONS="defaults,nofail,discard,x-systemd.before=docker.service,x-systemd.device-timeout=30s"
+readonly PROC_DIR="${ROOT}/proc"
 readonly OPS_AGENT_DIR="${ROOT}/etc/google-cloud-ops-agent"
 readonly HF_CACHE_IN_CONTAINER="/root/.cache/huggingface"
 readonly CONFIG_LABEL="vllm-gcp.config-sha256"
@@ -45,15 +63,15 @@ print("Authorization: Bearer " + json.load(sys.stdin)["access_token"])'
 # shellcheck disable=SC2016
 readonly PY_ACCESS_TOKEN='import json, sys
 sys.stdout.write(json.load(sys.stdin)["access_token"])'
-# argv: ENV_NAME SECRET_RESOURCE. Writes "ENV_NAME=value" for docker --env-file, which cannot carry a
-# newline: one trailing newline (as `echo ... | gcloud secrets create` leaves) is dropped, others refused.
+# argv: ENV_NAME SECRET_RESOURCE. Writes "ENV_NAME='value'", quoted for the entrypoint's `sh` to source.
+# One trailing newline (as `echo ... | gcloud secrets create` leaves) is dropped, other line breaks refused.
 # shellcheck disable=SC2016
-readonly PY_SECRET_TO_ENV_LINE='import base64, json, sys
+readonly PY_SECRET_TO_ENV_LINE='import base64, json, shlex, sys
 name, resource = sys.argv[1], sys.argv[2]
 value = base64.b64decode(json.load(sys.stdin)["payload"]["data"]).decode("utf-8").rstrip("\r\n")
 if not value or any(c in value for c in "\r\n\0"):
     sys.exit(f"secret {resource} is empty or contains a line break; store the value on one line")
-sys.stdout.write(f"{name}={value}\n")'
+sys.stdout.write(f"{name}={shlex.quote(value)}\n")'
 
 PHASE="init"
 
@@ -101,8 +119,9 @@ preflight() {
   for tool in curl python3 docker sha256sum; do
     command -v "${tool}" >/dev/null 2>&1 || die "required tool '${tool}' is missing; the boot image must be ${EXPECTED_BOOT_IMAGE}"
   done
-  mkdir -p "${STATE_DIR}" "${SECRETS_DIR}"
-  chmod 700 "${STATE_DIR}" "${SECRETS_DIR}"
+  mkdir -p "${STATE_DIR}" "${SECRETS_DIR}" "${VLLM_SECRETS_DIR}"
+  # Docker may have created VLLM_SECRETS_DIR (mode 755) when it restarted the container at boot.
+  chmod 700 "${STATE_DIR}" "${SECRETS_DIR}" "${VLLM_SECRETS_DIR}"
 }
 
 check_nvidia_driver() {
@@ -153,9 +172,11 @@ mount_model_cache() {
     # Only a blank disk is formatted: a reboot, or a rerun of this script, keeps the cached weights.
     log "${DEVICE} has no filesystem: formatting ext4"
     mkfs.ext4 -q -m 0 -E lazy_itable_init=0,lazy_journal_init=0,discard -L model-cache "${DEVICE}"
+    fs_type=ext4
   else
     log "${DEVICE} already has a ${fs_type} filesystem: keeping it"
   fi
+  ensure_fstab_entry "${fs_type}"
   mkdir -p "${MOUNT_POINT}"
   if mountpoint -q "${MOUNT_POINT}"; then
     log "${MOUNT_POINT} already mounted"
@@ -164,6 +185,40 @@ mount_model_cache() {
     log "mounted ${DEVICE} on ${MOUNT_POINT}"
   fi
   mkdir -p "${MOUNT_POINT}/huggingface"
+}
+
+ensure_fstab_entry() {
+  # One line for MOUNT_POINT, by UUID: a stale line (a local SSD formatted again after a stop gets a new
+  # UUID) is replaced, any other line is kept as it is, and an unchanged file is not rewritten.
+  local fs_type="$1" uuid entry line mount_point present=0 lines=0
+  local -a kept=()
+  uuid="$(blkid -o value -s UUID "${DEVICE}" || true)"
+  [[ -n "${uuid}" ]] || die "blkid reports no UUID for ${DEVICE}: cannot write its /etc/fstab entry"
+  entry="UUID=${uuid} ${MOUNT_POINT} ${fs_type} ${FSTAB_OPTIONS} 0 2"
+  if [[ -f "${FSTAB}" ]]; then
+    while IFS= read -r line || [[ -n "${line}" ]]; do
+      lines=$((lines + 1))
+      mount_point=""
+      [[ "${line}" =~ ^[[:space:]]*# ]] || read -r _ mount_point _ <<<"${line}"
+      if [[ "${line}" == "${entry}" && ${present} -eq 0 ]]; then
+        present=1
+      elif [[ "${mount_point}" != "${MOUNT_POINT}" ]]; then
+        kept+=("${line}")
+      fi
+    done <"${FSTAB}"
+    if ((present && lines == ${#kept[@]} + 1)); then
+      log "/etc/fstab entry for ${MOUNT_POINT} present"
+      return 0
+    fi
+  fi
+  mkdir -p "${FSTAB%/*}"
+  {
+    if ((${#kept[@]})); then printf '%s\n' "${kept[@]}"; fi
+    printf '%s\n' "${entry}"
+  } >"${FSTAB}.vllm-gcp.tmp"
+  chmod 644 "${FSTAB}.vllm-gcp.tmp"
+  mv "${FSTAB}.vllm-gcp.tmp" "${FSTAB}"
+  log "/etc/fstab: ${entry}"
 }
 
 wait_for_docker() {
@@ -196,19 +251,22 @@ append_secret_to_env_file() {
     "${SECRET_MANAGER_URL}/v1/${resource}:access"; then
     die "cannot read ${resource} from Secret Manager: the VM service account needs roles/secretmanager.secretAccessor on that secret"
   fi
-  python3 -c "${PY_SECRET_TO_ENV_LINE}" "${env_name}" "${resource}" <"${response}" >>"${ENV_FILE}" \
+  python3 -c "${PY_SECRET_TO_ENV_LINE}" "${env_name}" "${resource}" <"${response}" >>"${SECRETS_DIR}/vllm.env" \
     || die "secret ${resource} has an unusable payload (see the line above)"
   rm -f "${response}"
   log "${env_name} read from ${resource}"
 }
 
 write_env_file() {
-  : >"${ENV_FILE}"
-  chmod 600 "${ENV_FILE}"
+  # Built in the transient dir, then renamed into place (same tmpfs): the container never sources half a file.
+  : >"${SECRETS_DIR}/vllm.env"
+  chmod 600 "${SECRETS_DIR}/vllm.env"
   append_secret_to_env_file VLLM_API_KEY "${API_KEY_SECRET_VERSION}"
   if [[ -n "${HF_TOKEN_SECRET_VERSION}" ]]; then
     append_secret_to_env_file HF_TOKEN "${HF_TOKEN_SECRET_VERSION}"
   fi
+  mv "${SECRETS_DIR}/vllm.env" "${ENV_FILE}"
+  log "secrets written to ${ENV_FILE} (tmpfs, mode 600)"
 }
 
 pull_image() {
@@ -228,8 +286,25 @@ pull_image() {
   die "cannot pull ${VLLM_IMAGE}: the VM service account needs roles/artifactregistry.reader on the repository"
 }
 
+cache_mount_is_on_the_disk() {
+  # True when the running container's cache bind mount is on the filesystem mounted at MOUNT_POINT. Docker
+  # resolves a bind mount when it starts a container: one started before the disk was mounted holds the
+  # empty boot-disk directory underneath, whatever the host mounts there later.
+  local pid="$1" disk_dev dev mount_point
+  disk_dev="$(mountpoint -d "${MOUNT_POINT}")" || return 1
+  [[ -r "${PROC_DIR}/${pid}/mountinfo" ]] || return 1
+  # mountinfo fields: id, parent id, major:minor of the filesystem, root within it, mount point, ...
+  while read -r _ _ dev _ mount_point _; do
+    if [[ "${mount_point}" == "${HF_CACHE_IN_CONTAINER}" ]]; then
+      [[ "${dev}" == "${disk_dev}" ]]
+      return
+    fi
+  done <"${PROC_DIR}/${pid}/mountinfo"
+  return 1
+}
+
 run_container() {
-  local create_args config_hash current_hash=""
+  local create_args command_args config_hash current_hash="" state running restarting pid
   create_args=(
     --detach
     --name "${CONTAINER_NAME}"
@@ -237,31 +312,46 @@ run_container() {
     --gpus all
     --ipc=host
     -p "${SERVE_PORT}:${SERVE_PORT}"
-    --env-file "${ENV_FILE}"
     -e "VLLM_HTTP_TIMEOUT_KEEP_ALIVE=${KEEP_ALIVE_SECONDS}"
     -v "${MOUNT_POINT}/huggingface:${HF_CACHE_IN_CONTAINER}"
+    -v "${VLLM_SECRETS_DIR}:${VLLM_SECRETS_DIR_IN_CONTAINER}:ro"
+    --entrypoint /bin/sh
     --log-opt max-size=100m
     --log-opt max-file=5
   )
+  command_args=(-c "${ENTRYPOINT_SCRIPT}" vllm-serve "${VLLM_ARGS[@]}")
   # The label identifies this exact configuration (names of the secrets included, never their values), so a
   # rerun keeps a matching container and replaces one from another configuration.
-  config_hash="$(printf '%s\0' "${create_args[@]}" "${VLLM_IMAGE}" "${VLLM_ARGS[@]}" \
+  config_hash="$(printf '%s\0' "${create_args[@]}" "${VLLM_IMAGE}" "${command_args[@]}" \
     "${API_KEY_SECRET_VERSION}" "${HF_TOKEN_SECRET_VERSION}" | sha256sum | cut -d' ' -f1)"
+  # Every boot: /run is empty after a reboot, and the container cannot start without this file.
+  fetch_access_token
+  write_env_file
   current_hash="$(docker inspect --format "{{ index .Config.Labels \"${CONFIG_LABEL}\" }}" "${CONTAINER_NAME}" 2>/dev/null || true)"
   if [[ -n "${current_hash}" && "${current_hash}" == "${config_hash}" ]]; then
-    docker start "${CONTAINER_NAME}" >/dev/null
-    log "container ${CONTAINER_NAME} already has this configuration: kept and running"
+    state="$(docker inspect --format '{{ .State.Running }} {{ .State.Restarting }} {{ .State.Pid }}' "${CONTAINER_NAME}")" \
+      || state="false false 0"
+    read -r running restarting pid <<<"${state}"
+    if [[ "${running}" == true && "${restarting}" == false ]] && cache_mount_is_on_the_disk "${pid}"; then
+      log "container ${CONTAINER_NAME} already has this configuration and its cache is on ${MOUNT_POINT}: kept running"
+      return 0
+    fi
+    if [[ "${running}" == true && "${restarting}" == false ]]; then
+      log "container ${CONTAINER_NAME} was started before ${MOUNT_POINT} was mounted (its cache is on the boot disk): restarting it"
+    else
+      log "container ${CONTAINER_NAME} already has this configuration (running=${running} restarting=${restarting}): restarting it now that its secrets are written"
+    fi
+    docker restart "${CONTAINER_NAME}" >/dev/null
+    log "container ${CONTAINER_NAME} restarted"
     return 0
   fi
   if docker inspect --format '{{ .Id }}' "${CONTAINER_NAME}" >/dev/null 2>&1; then
     log "container ${CONTAINER_NAME} has another configuration: replacing it"
     docker rm --force "${CONTAINER_NAME}" >/dev/null
   fi
-  fetch_access_token
-  write_env_file
   pull_image
-  log "docker run $(printf '%q ' "${create_args[@]}" --label "${CONFIG_LABEL}=${config_hash}" "${VLLM_IMAGE}" "${VLLM_ARGS[@]}")"
-  docker run "${create_args[@]}" --label "${CONFIG_LABEL}=${config_hash}" "${VLLM_IMAGE}" "${VLLM_ARGS[@]}" >/dev/null
+  log "docker run $(printf '%q ' "${create_args[@]}" --label "${CONFIG_LABEL}=${config_hash}" "${VLLM_IMAGE}" "${command_args[@]}")"
+  docker run "${create_args[@]}" --label "${CONFIG_LABEL}=${config_hash}" "${VLLM_IMAGE}" "${command_args[@]}" >/dev/null
   log "container ${CONTAINER_NAME} started; vLLM loads the model now (GET /health on port ${SERVE_PORT} turns 200 when ready)"
 }
 

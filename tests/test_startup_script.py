@@ -47,6 +47,8 @@ HF_TOKEN_SECRET = "projects/acme-llm/secrets/vllm-prod-hf-token/versions/latest"
 ACCESS_TOKEN = "ya29.fake-metadata-token-7f3c9e"
 API_KEY_VALUE = "sk-vllm-test-0d9f8e7c6b5a"
 HF_TOKEN_VALUE = "hf_testtokenAbCdEfGhIjKlMnOpQrStUvWx"
+# The container's command (the brief's spec): source the tmpfs secrets, then exec the image's `vllm serve`.
+ENTRYPOINT_SCRIPT = 'set -a; . /run/vllm-secrets/vllm.env; set +a; exec vllm serve "$@"'
 
 DEV_ARGS = [
     "--model", "google/gemma-4-E4B-it",
@@ -334,21 +336,56 @@ STUB_PROGRAM = textwrap.dedent(
     def flag(name):
         return args[args.index(name) + 1] if name in args else None
 
+    DISK_DEV, BOOT_DISK_DEV = "8:16", "8:1"
+    ROOT = Path(os.environ["VLLM_GCP_TEST_ROOT"])
+
+    def start(container):
+        # What dockerd does when it starts a container: resolve the binds now, run the entrypoint.
+        mounts = (state / "mounts").read_text().split("\\n") if (state / "mounts").exists() else []
+        mountinfo = []
+        for source, target in container["binds"]:
+            Path(source).mkdir(parents=True, exist_ok=True)  # -v creates a missing host directory
+            on_disk = any(m and (source == m or source.startswith(m + "/")) for m in mounts)
+            dev = DISK_DEV if on_disk else BOOT_DISK_DEV
+            mountinfo.append(f"{900 + len(mountinfo)} 800 {dev} / {target} rw,relatime - ext4 /dev/x rw")
+        secrets = [Path(s) / "vllm.env" for s, t in container["binds"] if t == "/run/vllm-secrets"]
+        if not (secrets and secrets[0].exists()):
+            # sh: .: cannot open /run/vllm-secrets/vllm.env: exit 2, and the restart policy retries.
+            container.update(running=True, restarting=True, pid=0, cache_dev=None)
+            return
+        (state / "secrets_at_start").write_text(secrets[0].read_text())
+        (state / "secrets_mode_at_start").write_text(oct(secrets[0].stat().st_mode & 0o777))
+        (state / "secrets_dir_mode_at_start").write_text(oct(secrets[0].parent.stat().st_mode & 0o777))
+        pid = 4000 + len(list(state.glob("started-*")))
+        (state / f"started-{pid}").touch()
+        (ROOT / "proc" / str(pid)).mkdir(parents=True, exist_ok=True)
+        (ROOT / "proc" / str(pid) / "mountinfo").write_text("\\n".join(mountinfo) + "\\n")
+        cache = [line.split()[2] for line in mountinfo if line.split()[4] == "/root/.cache/huggingface"]
+        container.update(running=True, restarting=False, pid=pid, cache_dev=cache[0] if cache else None)
+
     if tool == "nvidia-smi":
         if os.environ.get("STUB_NVIDIA_SMI_FAILS"):
             sys.exit("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.")
         for _ in range(int(os.environ.get("STUB_GPU_COUNT", "1"))):
             print(os.environ["STUB_DRIVER_VERSION"])
     elif tool == "blkid":
-        fs = state / "fs_type"
+        fs = state / ("fs_uuid" if flag("-s") == "UUID" else "fs_type")
         if not fs.exists():
             sys.exit(2)
         print(fs.read_text())
     elif tool == "mkfs.ext4":
+        # A new filesystem, a new UUID (as a local SSD gets when it is formatted again after a stop).
+        formats = len(list(state.glob("formatted-*")))
+        (state / f"formatted-{formats}").touch()
         (state / "fs_type").write_text("ext4")
+        (state / "fs_uuid").write_text(f"0f3e2d1c-0000-4000-8000-00000000000{formats}")
     elif tool == "mountpoint":
         mounts = state / "mounts"
-        sys.exit(0 if mounts.exists() and args[-1] in mounts.read_text().split("\\n") else 1)
+        mounted = mounts.exists() and args[-1] in mounts.read_text().split("\\n")
+        if not mounted:
+            sys.exit(32)
+        if "-d" in args:
+            print(DISK_DEV)
     elif tool == "mount":
         with open(state / "mounts", "a") as mounts:
             mounts.write(args[-1] + "\\n")
@@ -371,24 +408,46 @@ STUB_PROGRAM = textwrap.dedent(
             name = args[-1]
             if name not in containers:
                 sys.exit(f"Error: No such object: {name}")
-            fmt = flag("--format")
-            print(containers[name]["label"] if "Labels" in fmt else containers[name]["id"])
+            fmt, c = flag("--format"), containers[name]
+            if "Labels" in fmt:
+                print(c["label"])
+            elif "State" in fmt:
+                print(str(c["running"]).lower(), str(c["restarting"]).lower(), c["pid"])
+            else:
+                print(c["id"])
         elif command == "rm":
             containers.pop(args[-1], None)
-        elif command == "start":
+        elif command in ("start", "restart"):
             if args[-1] not in containers:
                 sys.exit(f"Error: No such container: {args[-1]}")
-            containers[args[-1]]["running"] = True
+            c = containers[args[-1]]
+            if command == "restart" or not c["running"] or c["restarting"]:
+                start(c)
+        elif command == "_boot":  # not a docker command: the harness's dockerd starting up after a reboot
+            for c in containers.values():
+                start(c)
         elif command == "run":
             name = flag("--name")
             if name in containers:
                 print(f'docker: Error response from daemon: Conflict. The container name "/{name}" is already in use.', file=sys.stderr)
                 sys.exit(125)
-            env_file = Path(flag("--env-file"))
-            (state / "env_file_at_run").write_text(env_file.read_text())
-            (state / "env_file_mode_at_run").write_text(oct(env_file.stat().st_mode & 0o777))
-            label = flag("--label").split("=", 1)[1]
-            containers[name] = {"id": f"c{len(containers_file.read_text()) if containers_file.exists() else 0}", "label": label, "running": True}
+            image_at = next(i for i, a in enumerate(args) if "@sha256:" in a)
+            options = args[1:image_at]
+            # Like dockerd: the container's config (config.v2.json, `docker inspect`) keeps every -e and
+            # --env-file variable with its value.
+            env = [options[i + 1] for i, a in enumerate(options) if a == "-e"]
+            for i, a in enumerate(options):
+                if a == "--env-file":
+                    env += [line for line in Path(options[i + 1]).read_text().splitlines() if line]
+            binds = [options[i + 1].split(":")[:2] for i, a in enumerate(options) if a == "-v"]
+            c = {
+                "id": f"c{len(containers_file.read_text()) if containers_file.exists() else 0}",
+                "label": flag("--label").split("=", 1)[1],
+                "config": {"Env": env, "Entrypoint": flag("--entrypoint"), "Cmd": args[image_at + 1 :]},
+                "binds": binds,
+            }
+            start(c)
+            containers[name] = c
             print("0123456789abcdef")
         containers_file.write_text(json.dumps(containers))
     """
@@ -452,12 +511,39 @@ class BootHarness:
     def remove_tool(self, tool: str) -> None:
         (self.bin / tool).unlink()
 
-    def reboot(self) -> None:
-        """What a reboot does to the VM: tmpfs (/run) and mounts are gone, units stopped; disks persist."""
+    def reboot(self, *, fstab_mounts_the_cache: bool = False) -> None:
+        """A stop/start of the VM, up to the moment GCE runs the startup script.
+
+        tmpfs (/run) and mounts are gone, units stopped; disks and Docker's containers persist. Then, as on the
+        VM: systemd mounts the /etc/fstab entries whose UUID is on the disk (when asked to: this is what the
+        fstab entry is for), and dockerd restarts the `--restart unless-stopped` container.
+        """
         shutil.rmtree(self.root / "run", ignore_errors=True)
+        shutil.rmtree(self.root / "proc", ignore_errors=True)
         for path in [self.state / "mounts", *self.state.glob("active-*")]:
             path.unlink(missing_ok=True)
+        if fstab_mounts_the_cache:
+            uuid = (self.state / "fs_uuid").read_text()
+            for line in self.fstab_lines():
+                fields = line.split()
+                if fields[:1] == [f"UUID={uuid}"] and "x-systemd.before=docker.service" in fields[3]:
+                    with open(self.state / "mounts", "a") as mounts:
+                        mounts.write(fields[1] + "\n")
+        self.docker("_boot")
         (self.state / "calls.jsonl").unlink(missing_ok=True)
+
+    def docker(self, *argv: str) -> None:
+        """The stub docker, driven by the test (dockerd's own actions, not the script's)."""
+        environment = {
+            "PATH": str(self.bin),
+            "STUB_STATE": str(self.state),
+            "VLLM_GCP_TEST_ROOT": str(self.root),
+        }
+        subprocess.run([str(self.bin / "docker"), *argv], env=environment, check=True, timeout=30)
+
+    def fstab_lines(self) -> list[str]:
+        fstab = self.root / "etc/fstab"
+        return fstab.read_text().splitlines() if fstab.exists() else []
 
     def containers(self) -> dict[str, Any]:
         path = self.state / "containers.json"
@@ -530,13 +616,15 @@ def expected_docker_run(vm: BootHarness, image: str, args: list[str]) -> list[st
         "--gpus", "all",
         "--ipc=host",
         "-p", "8000:8000",
-        "--env-file", f"{vm.root}/run/vllm-gcp/secrets/vllm.env",
         "-e", "VLLM_HTTP_TIMEOUT_KEEP_ALIVE=620",
         "-v", f"{vm.root}/mnt/disks/model-cache/huggingface:/root/.cache/huggingface",
+        "-v", f"{vm.root}/run/vllm-secrets:/run/vllm-secrets:ro",
+        "--entrypoint", "/bin/sh",
         "--log-opt", "max-size=100m",
         "--log-opt", "max-file=5",
         "--label", "LABEL",
         image,
+        "-c", ENTRYPOINT_SCRIPT, "vllm-serve",
         *args,
     ]  # fmt: skip
 
@@ -548,11 +636,18 @@ def without_label_value(argv: list[str]) -> list[str]:
 
 
 def assert_no_secret_anywhere(vm: BootHarness, run: BootRun) -> None:
+    """Secret values only in the tmpfs env file: not in argv, logs, the script, Docker's config, other files."""
     every_argv = json.dumps([c["argv"] for c in run.calls])
     haystacks = {"argv": every_argv, "stdout": run.stdout, "stderr": run.stderr, "script": run.script}
-    for path in vm.root.rglob("*"):  # host files left behind (the secrets dir must be gone)
-        if path.is_file():
+    # The containers' stored config: what dockerd writes to config.v2.json and `docker inspect` shows.
+    haystacks["docker config"] = json.dumps(vm.containers())
+    env_file = vm.root / "run/vllm-secrets/vllm.env"
+    for path in vm.root.rglob("*"):  # host files left behind (the transient secrets dir must be gone)
+        if path.is_file() and path != env_file:
             haystacks[str(path)] = path.read_text(errors="replace")
+    if env_file.exists():
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(env_file.parent.stat().st_mode) == 0o700
     for where, text in haystacks.items():
         for value in (API_KEY_VALUE, HF_TOKEN_VALUE, ACCESS_TOKEN):
             assert value not in text, f"secret {value[:6]}... leaked into {where}"
@@ -585,14 +680,17 @@ def test_prod_secrets_come_from_secret_manager_with_the_metadata_token(vm: BootH
     assert token_request.path == TOKEN_PATH and token_request.headers["metadata-flavor"] == "Google"
     assert vm.secrets.accessed() == [API_KEY_SECRET, HF_TOKEN_SECRET]
     assert {r.headers["authorization"] for r in vm.secrets.requests} == {f"Bearer {ACCESS_TOKEN}"}
-    # The container got them through a root-only env file (trailing newline of the stored key dropped).
+    # The container got them through a root-only file on tmpfs (trailing newline of the stored key dropped).
     assert (
-        vm.state / "env_file_at_run"
+        vm.state / "secrets_at_start"
     ).read_text() == f"VLLM_API_KEY={API_KEY_VALUE}\nHF_TOKEN={HF_TOKEN_VALUE}\n"
-    assert (vm.state / "env_file_mode_at_run").read_text() == "0o600"
+    assert (vm.state / "secrets_mode_at_start").read_text() == "0o600"
+    assert (vm.state / "secrets_dir_mode_at_start").read_text() == "0o700"
     assert not (vm.root / "run/vllm-gcp/secrets").exists(), (
-        "secrets dir must be removed when the script exits"
+        "transient secrets dir (token, registry login) must be removed when the script exits"
     )
+    # Docker's stored config has no secret variable at all, only the keep-alive.
+    assert vm.containers()["vllm"]["config"]["Env"] == ["VLLM_HTTP_TIMEOUT_KEEP_ALIVE=620"]
     # Artifact Registry login with the same token, on stdin, into a Docker config on tmpfs.
     (login,) = run.argv_of("docker", "login")
     assert login == [
@@ -621,7 +719,7 @@ def test_dev_boot_reads_no_hf_token(vm: BootHarness) -> None:
     run = vm.run(dev_params())
     assert run.returncode == 0, run.stderr
     assert vm.secrets.accessed() == [API_KEY_SECRET]
-    assert (vm.state / "env_file_at_run").read_text() == f"VLLM_API_KEY={API_KEY_VALUE}\n"
+    assert (vm.state / "secrets_at_start").read_text() == f"VLLM_API_KEY={API_KEY_VALUE}\n"
     assert_no_secret_anywhere(vm, run)
 
 
@@ -672,34 +770,83 @@ def test_missing_container_toolkit_fails(vm: BootHarness) -> None:
     assert run.argv_of("docker", "run") == []
 
 
-def test_reboot_is_idempotent(vm: BootHarness) -> None:
+def test_reboot_with_the_container_restarted_before_the_cache_is_mounted(vm: BootHarness) -> None:
+    """Stop/start: dockerd restarts vllm before the script runs, with the cache disk unmounted and /run empty."""
     first = vm.run(prod_params())
     assert first.returncode == 0, first.stderr
-    container = vm.containers()["vllm"]
-    vm.reboot()
+    container_id = vm.containers()["vllm"]["id"]
+    fstab = vm.fstab_lines()
+    vm.reboot()  # no fstab mount: the worst case (e.g. a disk that showed up late)
+    before = vm.containers()["vllm"]
+    assert before["restarting"] and before["cache_dev"] is None, (
+        "no secrets file yet: sh exits, docker retries"
+    )
     second = vm.run(prod_params())
     assert second.returncode == 0, second.stderr
     assert second.argv_of("mkfs.ext4") == [], "the cache disk must not be formatted again"
     assert "already has a ext4 filesystem: keeping it" in second.stdout
     assert len(second.argv_of("mount")) == 1, "mounted again after the reboot"
+    assert vm.fstab_lines() == fstab and "/etc/fstab entry for" in second.stdout
+    assert vm.secrets.accessed() == [API_KEY_SECRET, HF_TOKEN_SECRET] * 2, "secrets re-read: /run was wiped"
     assert second.argv_of("docker", "run") == [] and second.argv_of("docker", "rm") == []
-    assert second.argv_of("docker", "start") == [["start", "vllm"]]
-    assert vm.containers() == {"vllm": container}
-    assert vm.secrets.accessed() == [API_KEY_SECRET, HF_TOKEN_SECRET], "kept container: secrets not re-read"
+    assert second.argv_of("docker", "restart") == [["restart", "vllm"]]
+    after = vm.containers()
+    assert list(after) == ["vllm"] and after["vllm"]["id"] == container_id, "same container, no duplicate"
+    assert after["vllm"]["running"] and not after["vllm"]["restarting"]
+    assert after["vllm"]["cache_dev"] == "8:16", "the cache bind mount must be on the cache disk"
+    assert (
+        vm.state / "secrets_at_start"
+    ).read_text() == f"VLLM_API_KEY={API_KEY_VALUE}\nHF_TOKEN={HF_TOKEN_VALUE}\n"
     assert ["restart", "google-cloud-ops-agent"] in second.argv_of("systemctl"), (
         "agent was stopped by the reboot"
     )
     assert "Ops Agent config unchanged" in second.stdout
+    assert_no_secret_anywhere(vm, second)
+
+
+def test_reboot_where_fstab_mounted_the_cache_before_docker(vm: BootHarness) -> None:
+    assert vm.run(dev_params()).returncode == 0
+    vm.reboot(fstab_mounts_the_cache=True)
+    assert vm.containers()["vllm"]["restarting"], "started by dockerd, waiting for its secrets"
+    run = vm.run(dev_params())
+    assert run.returncode == 0, run.stderr
+    assert run.argv_of("mount") == [] and "already mounted" in run.stdout
+    assert run.argv_of("docker", "restart") == [["restart", "vllm"]] and run.argv_of("docker", "run") == []
+    assert vm.containers()["vllm"]["cache_dev"] == "8:16" and not vm.containers()["vllm"]["restarting"]
+
+
+def test_container_running_on_the_boot_disk_is_restarted_onto_the_cache(vm: BootHarness) -> None:
+    """A container that Docker started while the cache was unmounted reads and fills the boot disk."""
+    assert vm.run(dev_params()).returncode == 0
+    (vm.state / "mounts").unlink()  # e.g. the disk came up late, or someone ran umount
+    vm.docker("restart", "vllm")  # secrets file still there: vLLM runs, on the boot-disk directory
+    assert vm.containers()["vllm"]["cache_dev"] == "8:1" and not vm.containers()["vllm"]["restarting"]
+    run = vm.run(dev_params())
+    assert run.returncode == 0, run.stderr
+    assert len(run.argv_of("mount")) == 1
+    assert (
+        "was started before" in run.stdout and "(its cache is on the boot disk): restarting it" in run.stdout
+    )
+    assert run.argv_of("docker", "restart") == [["restart", "vllm"]]
+    assert run.argv_of("docker", "run") == [] and list(vm.containers()) == ["vllm"]
+    assert vm.containers()["vllm"]["cache_dev"] == "8:16"
 
 
 def test_rerun_without_reboot_changes_nothing(vm: BootHarness) -> None:
     assert vm.run(dev_params()).returncode == 0
+    container = vm.containers()["vllm"]
+    fstab = (vm.root / "etc/fstab").stat()
     again = vm.run(dev_params())
     assert again.returncode == 0, again.stderr
     assert again.argv_of("mount") == [] and "already mounted" in again.stdout
     assert again.argv_of("mkfs.ext4") == [] and again.argv_of("docker", "run") == []
+    assert again.argv_of("docker", "restart") == [] and again.argv_of("docker", "start") == []
+    assert "its cache is on" in again.stdout and "kept running" in again.stdout
+    assert vm.containers() == {"vllm": container}
+    assert (vm.root / "etc/fstab").stat().st_mtime_ns == fstab.st_mtime_ns, "fstab rewritten"
+    assert (vm.root / "etc/fstab").stat().st_ino == fstab.st_ino
     assert ["restart", "google-cloud-ops-agent"] not in again.argv_of("systemctl")
-    assert list(vm.containers()) == ["vllm"]
+    assert_no_secret_anywhere(vm, again)
 
 
 def test_new_configuration_replaces_the_container(vm: BootHarness) -> None:
@@ -779,5 +926,118 @@ def test_real_paths_are_the_defaults() -> None:
         in script
     )
     assert 'ROOT="${VLLM_GCP_TEST_ROOT:-}"' in script
+    assert 'FSTAB="${ROOT}/etc/fstab"' in script and 'PROC_DIR="${ROOT}/proc"' in script
+    assert 'VLLM_SECRETS_DIR="${ROOT}/run/vllm-secrets"' in script
     assert "https://dl.google.com/cloudagents/add-google-cloud-ops-agent-repo.sh" in script
     assert os.environ.get("VLLM_GCP_TEST_ROOT") is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The cache disk's /etc/fstab entry
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def fstab_entry(vm: BootHarness, uuid: str) -> str:
+    options = "defaults,nofail,discard,x-systemd.before=docker.service,x-systemd.device-timeout=30s"
+    return f"UUID={uuid} {vm.root}/mnt/disks/model-cache ext4 {options} 0 2"
+
+
+FIRST_UUID = "0f3e2d1c-0000-4000-8000-000000000000"  # the stub mkfs.ext4's first filesystem
+
+
+def test_fstab_entry_is_written_once_by_uuid_and_keeps_other_lines(vm: BootHarness) -> None:
+    (vm.root / "etc").mkdir()
+    existing = [
+        "# /etc/fstab: static file system information.",
+        "LABEL=cloudimg-rootfs / ext4 defaults 0 1",
+        "",
+    ]
+    (vm.root / "etc/fstab").write_text("\n".join(existing) + "\n")
+    run = vm.run(dev_params())
+    assert run.returncode == 0, run.stderr
+    assert vm.fstab_lines() == [*existing, fstab_entry(vm, FIRST_UUID)]
+    assert stat.S_IMODE((vm.root / "etc/fstab").stat().st_mode) == 0o644
+    assert vm.run(dev_params()).returncode == 0
+    vm.reboot(fstab_mounts_the_cache=True)
+    assert vm.run(dev_params()).returncode == 0
+    assert vm.fstab_lines() == [*existing, fstab_entry(vm, FIRST_UUID)], "one entry, however many boots"
+
+
+def test_fstab_entry_follows_a_reformatted_disk(vm: BootHarness) -> None:
+    """A local SSD is blank again after a stop: formatted anew, new UUID, the stale line replaced."""
+    assert vm.run(dev_params(model_cache_device_name="model-cache")).returncode == 0
+    vm.reboot()
+    for path in ("fs_type", "fs_uuid"):
+        (vm.state / path).unlink()
+    run = vm.run(dev_params())
+    assert run.returncode == 0, run.stderr
+    assert len(run.argv_of("mkfs.ext4")) == 1
+    new_uuid = (vm.state / "fs_uuid").read_text()
+    assert new_uuid != FIRST_UUID
+    assert vm.fstab_lines() == [fstab_entry(vm, new_uuid)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The container's entrypoint: sources the tmpfs secrets, execs vllm serve with the exact args
+# ---------------------------------------------------------------------------------------------------------------
+
+FAKE_VLLM = textwrap.dedent(
+    """\
+    #!/bin/sh
+    # Stand-in for the image's vllm: records its argv and the two secret variables, NUL-separated.
+    printf '%s\\0' "$@" > "$OUT/argv"
+    printf '%s\\0' "${VLLM_API_KEY-unset}" "${HF_TOKEN-unset}" > "$OUT/env"
+    """
+)
+
+
+def run_entrypoint(vm: BootHarness, docker_run: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
+    """Run the recorded container command with dash (the image's /bin/sh) and the bind-mounted secrets dir."""
+    assert docker_run[docker_run.index("--entrypoint") + 1] == "/bin/sh"
+    command = docker_run[docker_run.index(IMAGE) + 1 :]
+    assert command[0] == "-c"
+    # The container sees the host's secrets dir at /run/vllm-secrets; here it stays where the script put it.
+    script = command[1].replace("/run/vllm-secrets/", f"{vm.root}/run/vllm-secrets/")
+    assert script != command[1]
+    fake_bin = tmp / "image-bin"
+    fake_bin.mkdir(exist_ok=True)
+    (fake_bin / "vllm").write_text(FAKE_VLLM)
+    (fake_bin / "vllm").chmod(0o755)
+    return subprocess.run(
+        [shutil.which("dash") or "/bin/sh", "-c", script, *command[2:]],
+        env={"PATH": f"{fake_bin}:/usr/bin:/bin", "OUT": str(tmp)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    "api_key",
+    [API_KEY_VALUE, "sk-'quoted' $HOME `id` $(id) \\ ; * spaced"],
+    ids=["plain", "shell-metacharacters"],
+)
+def test_entrypoint_exports_the_secrets_and_execs_vllm_serve(
+    vm: BootHarness, tmp_path: Path, api_key: str
+) -> None:
+    vm.secrets.secrets[API_KEY_SECRET] = api_key.encode()
+    run = vm.run(prod_params())
+    assert run.returncode == 0, run.stderr
+    (docker_run,) = run.argv_of("docker", "run")
+    result = run_entrypoint(vm, docker_run, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "argv").read_text().split("\0")[:-1] == ["serve", *PROD_ARGS]
+    assert (tmp_path / "env").read_text().split("\0")[:-1] == [api_key, HF_TOKEN_VALUE]
+    assert not (tmp_path / "id").exists()
+    assert_no_secret_anywhere(vm, run)
+    assert api_key not in json.dumps(vm.containers()) + json.dumps([c["argv"] for c in run.calls])
+
+
+def test_entrypoint_fails_without_the_secrets_file_so_docker_retries(vm: BootHarness, tmp_path: Path) -> None:
+    """After a reboot /run is empty: the container must exit (not serve without a key) until the script ran."""
+    run = vm.run(dev_params())
+    (docker_run,) = run.argv_of("docker", "run")
+    (vm.root / "run/vllm-secrets/vllm.env").unlink()
+    result = run_entrypoint(vm, docker_run, tmp_path)
+    assert result.returncode != 0 and "vllm.env" in result.stderr
+    assert not (tmp_path / "argv").exists(), "vllm must not start without VLLM_API_KEY"
