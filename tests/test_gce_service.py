@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -428,6 +429,7 @@ def test_long_service_account_ids_do_not_depend_on_the_process() -> None:
             f"from components.naming import service_account_id; print(service_account_id({name!r}))",
         ],
         env={**os.environ, "PYTHONHASHSEED": "12345"},
+        cwd=Path(__file__).resolve().parent.parent,
         capture_output=True,
         text=True,
         check=True,
