@@ -225,9 +225,10 @@ def test_ops_agent_config_scrapes_vllm_metrics_into_a_pipeline() -> None:
 
 def test_render_vllm_args_output_is_accepted_and_shellcheck_clean() -> None:
     """The contract with the lead's renderer: its real output goes straight into the params."""
-    vllm_args = pytest.importorskip("components.vllm_args", reason="components.vllm_args not available yet")
-    config = pytest.importorskip("components.config")
-    args = vllm_args.render_vllm_args(config.ModelConfig())
+    from components.config import ModelConfig
+    from components.vllm_args import render_vllm_args
+
+    args = render_vllm_args(ModelConfig())
     params = dev_params(vllm_args=args)
     rendered_args, _ = _rendered_values(render_startup_script(params))
     assert rendered_args == list(args)
