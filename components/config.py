@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from .alerts import AlertThresholds, notification_channel_names
-from .catalog import GPUS, MACHINE_TYPES, MODEL_ALIASES, MODELS
+from .catalog import GPUS, MACHINE_TYPES, MODEL_ALIASES, MODELS, Gpu, Model
 
 NAMESPACE = "vllm-gcp"
 SECRET_KEYS = ("hfToken", "apiKeys")
@@ -110,7 +110,7 @@ class ModelConfig(_Model):
         return self
 
     @property
-    def catalog(self) -> Any:
+    def catalog(self) -> Model | None:
         return MODELS.get(self.id)
 
     @property
@@ -154,7 +154,7 @@ class HardwareConfig(_Model):
         return self
 
     @property
-    def gpu(self) -> Any:
+    def gpu(self) -> Gpu:
         return GPUS[self.gpu_type]
 
 
