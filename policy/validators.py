@@ -295,17 +295,17 @@ def gpus_per_vm(inputs: Mapping[str, Any]) -> int:
     return explicit or implicit_gpus(str(inputs.get("machineType") or ""))
 
 
-def _service_account(inputs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def _default_service_account(resource_type: str, inputs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A VM's serviceAccount block when it runs as the default compute service account, else None."""
     account = inputs.get("serviceAccount")
-    return _dict(account) if account is not None else None
-
-
-def _uses_default_service_account(account: Mapping[str, Any]) -> bool:
+    if resource_type not in VM_TYPES or account is None:
+        return None
+    account = _dict(account)
     # Scopes without an email mean "the default compute service account" (pulumi-gcp: serviceAccount.email).
     email = account.get("email")
     if email is None or email == "" or email == "default":
-        return True
-    return isinstance(email, str) and bool(DEFAULT_SERVICE_ACCOUNT_RE.match(email))
+        return account
+    return account if isinstance(email, str) and DEFAULT_SERVICE_ACCOUNT_RE.match(email) else None
 
 
 def is_secret_envelope(value: Any) -> bool:
@@ -418,10 +418,8 @@ NO_DEFAULT_SA = Rule(
 def check_no_default_service_account(
     resource_type: str, inputs: Mapping[str, Any], config: GuardrailConfig
 ) -> list[str]:
-    if resource_type not in VM_TYPES:
-        return []
-    account = _service_account(inputs)
-    if account is None or not _uses_default_service_account(account):
+    account = _default_service_account(resource_type, inputs)
+    if account is None:
         return []
     email = account.get("email")
     shown = "no serviceAccount.email (the default compute account)" if not email else f"{email!r}"
@@ -443,10 +441,8 @@ NO_CLOUD_PLATFORM_ON_DEFAULT_SA = Rule(
 def check_no_cloud_platform_on_default_sa(
     resource_type: str, inputs: Mapping[str, Any], config: GuardrailConfig
 ) -> list[str]:
-    if resource_type not in VM_TYPES:
-        return []
-    account = _service_account(inputs)
-    if account is None or not _uses_default_service_account(account):
+    account = _default_service_account(resource_type, inputs)
+    if account is None:
         return []
     if CLOUD_PLATFORM_SCOPES & {str(scope) for scope in _list(account.get("scopes"))}:
         return ["the default compute service account has the cloud-platform scope (full access to all APIs)."]

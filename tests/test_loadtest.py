@@ -8,11 +8,13 @@ import importlib.util
 import json
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from components.client import build_async_client, parse_outputs
+from components.client import StackOutputs, build_async_client, parse_outputs
 from components.loadtest import (
     RequestRecord,
     main,
@@ -147,25 +149,26 @@ CONCURRENCY = 25
 ROUNDING = 0.001  # the fake's sleeps and float sums, not the machine's speed
 
 
+def _load(outputs: StackOutputs, content: str, **load: Any) -> tuple[list[RequestRecord], float]:
+    """One closed-loop run of a single prompt against the fake, with the SDK's own retries off."""
+
+    async def run() -> tuple[list[RequestRecord], float]:
+        async with build_async_client(outputs, max_retries=0) as client:
+            prompts = [[{"role": "user", "content": content}]]
+            return await run_load(client, outputs.served_model_name, prompts, duration_s=60.0, **load)
+
+    return asyncio.run(run())
+
+
 def test_percentiles_match_the_fake_latency_distribution() -> None:
     behaviour = FakeBehaviour(ttft_schedule_s=SCHEDULE, itl_s=ITL, output_tokens=TOKENS)
     # In its own process, the fake's threads do not compete with the client for the GIL.
     with FakeOpenAIServerProcess(behaviour) as server:
         outputs = parse_outputs(server.gce_outputs())
 
-        async def load() -> tuple[list[RequestRecord], float]:
-            async with build_async_client(outputs, max_retries=0) as client:
-                return await run_load(
-                    client,
-                    outputs.served_model_name,
-                    [[{"role": "user", "content": "tell me a story"}]],
-                    concurrency=CONCURRENCY,
-                    duration_s=60.0,
-                    num_requests=len(SCHEDULE),
-                    max_tokens=64,
-                )
-
-        records, duration = asyncio.run(load())
+        records, duration = _load(
+            outputs, "tell me a story", concurrency=CONCURRENCY, num_requests=len(SCHEDULE), max_tokens=64
+        )
     # The fake served exactly the schedule once: the true distribution is known.
     served = sorted(r.ttft_s for r in server.chat_requests() if r.ttft_s is not None)
     assert served == pytest.approx(sorted(SCHEDULE))
@@ -208,25 +211,11 @@ def test_percentiles_match_the_fake_latency_distribution() -> None:
 
 
 def test_errors_are_counted_by_status_and_kept_out_of_latencies() -> None:
-    behaviour = FakeBehaviour(
-        ttft_schedule_s=(0.005,), faults=__import__("collections").deque([429, 500, 429])
-    )
+    behaviour = FakeBehaviour(ttft_schedule_s=(0.005,), faults=deque([429, 500, 429]))
     with FakeOpenAIServer(behaviour) as server:
         outputs = parse_outputs(server.gce_outputs())
 
-        async def load() -> tuple[list[RequestRecord], float]:
-            async with build_async_client(outputs, max_retries=0) as client:
-                return await run_load(
-                    client,
-                    outputs.served_model_name,
-                    [[{"role": "user", "content": "x"}]],
-                    concurrency=2,
-                    duration_s=60.0,
-                    num_requests=10,
-                    max_tokens=4,
-                )
-
-        records, duration = asyncio.run(load())
+        records, duration = _load(outputs, "x", concurrency=2, num_requests=10, max_tokens=4)
     report = summarize(records, duration, concurrency=2)
     assert (report.completed, report.failed) == (7, 3)
     assert report.errors_by_status == {"429": 2, "500": 1}
@@ -237,18 +226,7 @@ def test_wrong_key_counts_as_401() -> None:
     with FakeOpenAIServer() as server:
         outputs = parse_outputs({**server.gce_outputs(), "apiKey": "wrong"})
 
-        async def load() -> tuple[list[RequestRecord], float]:
-            async with build_async_client(outputs, max_retries=0) as client:
-                return await run_load(
-                    client,
-                    outputs.served_model_name,
-                    [[{"role": "user", "content": "x"}]],
-                    concurrency=1,
-                    duration_s=60.0,
-                    num_requests=3,
-                )
-
-        records, duration = asyncio.run(load())
+        records, duration = _load(outputs, "x", concurrency=1, num_requests=3)
     assert summarize(records, duration, 1).errors_by_status == {"401": 3}
 
 
